@@ -1,0 +1,31 @@
+{
+  "targets": [
+    {
+      "target_name": "covenant",
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++14", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/include"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_CPP_EXCEPTIONS"],
+      "sources": [
+        "native/core/thread_pool.cpp",
+        "native/core/sha256.cpp",
+        "native/core/rng.cpp",
+        "native/kernels/cpu/gemm_ref.cpp",
+        "native/kernels/cpu/gemm_packed.cpp",
+        "native/kernels/cpu/gemm_blas.cpp",
+        "native/kernels/cpu/gemm.cpp",
+        "native/kernels/cpu/layernorm.cpp",
+        "native/kernels/cpu/gelu.cpp",
+        "native/kernels/cpu/attention_naive.cpp",
+        "native/kernels/cpu/attention_flash.cpp",
+        "native/kernels/cpu/crossentropy.cpp",
+        "native/kernels/cpu/adamw.cpp",
+        "native/model/gpt.cpp",
+        "native/addon/addon.cpp",
+        "native/addon/engine_wrap.cpp"
+      ],
+      "libraries": ["-lpthread"]
+    }
+  ]
+}
