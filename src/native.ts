@@ -1,5 +1,6 @@
 // The only importer of the native addon: typed wrappers around it, with every argument checked here
 // first so that a bad call throws a TypeError/RangeError naming the argument instead of reaching C++.
+import { types } from 'node:util';
 import path from 'node:path';
 import { invalidParameter, ModelConfig, parseModelConfig } from './train/model-config';
 
@@ -144,8 +145,8 @@ export class Engine {
   private checkTokens(name: string, tokens: unknown, B: number, T: number, rowLen: number): Int32Array {
     checkInt('B', B, 1, 1 << 20);
     checkInt('T', T, 1, this.model.maxSeqLen);
-    if (!(tokens instanceof Int32Array)) {
-      throw new TypeError(invalidParameter(name, 'an Int32Array', tokens === null ? null : (tokens as object)?.constructor?.name ?? typeof tokens));
+    if (!types.isInt32Array(tokens)) {
+      throw new TypeError(invalidParameter(name, 'an Int32Array', tokens));
     }
     const want = B * rowLen;
     if (tokens.length !== want) {
@@ -266,7 +267,7 @@ export class Engine {
 
   private loadBuffer(which: 'params' | 'adamM' | 'adamV', src: Float32Array): void {
     const h = this.live();
-    if (!(src instanceof Float32Array)) throw new TypeError(invalidParameter(which, 'a Float32Array', (src as object)?.constructor?.name ?? typeof src));
+    if (!types.isFloat32Array(src)) throw new TypeError(invalidParameter(which, 'a Float32Array', src));
     if (src.length !== this.numParams) throw new RangeError(invalidParameter(`${which}.length`, `${this.numParams} (numParams)`, src.length));
     for (let i = 0; i < src.length; i++) {
       if (!Number.isFinite(src[i])) throw new RangeError(`${which}[${i}] = ${src[i]} is not finite`);

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { buildInfo, Engine } from '../src/native';
 import { ModelConfig } from '../src/train/model-config';
 import { numParams, paramLayout } from '../src/train/param-layout';
+import { paramsSha256 } from '../src/train/checkpoint';
 
 const model: ModelConfig = { vocabSize: 50, maxSeqLen: 16, numLayers: 2, numHeads: 2, channels: 16 };
 
@@ -36,6 +37,7 @@ describe('Engine', () => {
     const p = eng.params();
     const h = createHash('sha256').update(Buffer.from(p.buffer, p.byteOffset, p.byteLength)).digest('hex');
     expect(eng.paramsHash()).toBe(h);
+    expect(paramsSha256(p)).toBe(h); // the checkpoint's checksum is the same hash
     p[0] = 0.5;
     expect(eng.params()[0]).toBe(0.5);
     expect(eng.paramsHash()).not.toBe(h);

@@ -21,13 +21,18 @@ export const PRESETS: Record<PresetName, Omit<ModelConfig, 'vocabSize'>> = {
 export const GPT2_VOCAB_SIZE = 50257;
 
 export function invalidParameter(name: string, expected: string, actual: unknown): string {
-  let shown: string;
-  try {
-    shown = typeof actual === 'string' ? JSON.stringify(actual) : String(actual);
-  } catch {
-    shown = typeof actual;
-  }
-  return `Expected ${expected} for ${name} but received ${shown}`;
+  return `Expected ${expected} for ${name} but received ${describeValue(actual)}`;
+}
+
+/** A short description of any value for an error message (never a dump of a large array). */
+export function describeValue(actual: unknown): string {
+  if (actual === null || actual === undefined) return String(actual);
+  if (typeof actual === 'string') return JSON.stringify(actual.length > 80 ? `${actual.slice(0, 80)}…` : actual);
+  if (ArrayBuffer.isView(actual)) return `${actual.constructor.name}(${(actual as unknown as ArrayLike<unknown>).length ?? actual.byteLength})`;
+  if (Array.isArray(actual)) return `an array of length ${actual.length}`;
+  if (typeof actual === 'object') return `an object (${(actual as object).constructor?.name ?? 'Object'})`;
+  const s = String(actual);
+  return s.length > 80 ? `${s.slice(0, 80)}…` : s;
 }
 
 function positiveInt(raw: Record<string, unknown>, key: keyof ModelConfig, where: string): number {
