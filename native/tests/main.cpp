@@ -93,6 +93,18 @@ void test_gemm_blas() {
     return;
   }
   test_gemm_backend(GemmBackend::Blas);
+  // The portable kernel against the BLAS path directly, on training-shaped problems.
+  ThreadPool pool(2);
+  const int shapes[][3] = {{256, 2304, 768}, {768, 768, 256}, {256, 768, 3072}};
+  for (auto& s : shapes) {
+    int M = s[0], N = s[1], K = s[2];
+    auto A = randn((size_t)M * K, 21), B = randn((size_t)K * N, 22);
+    std::vector<float> Cb((size_t)M * N), Cp((size_t)M * N);
+    gemm(GemmBackend::Blas, Trans::N, Trans::N, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, Cb.data(), N, &pool);
+    gemm(GemmBackend::Packed, Trans::N, Trans::N, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, Cp.data(), N, &pool);
+    double e = rel_max_err(Cp.data(), Cb.data(), Cb.size());
+    CHECK(e < 1e-5 * std::sqrt((double)K), "packed vs blas M=%d N=%d K=%d err=%g", M, N, K, e);
+  }
 }
 
 // Attention: flash equals naive in the forward and the backward, on shapes where T is not a multiple of a tile.
