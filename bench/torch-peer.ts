@@ -1,0 +1,29 @@
+// Running the PyTorch peer (bench/peers/torch_gpt2_step.py) with /usr/bin/python3, where it has torch.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+
+import { presetConfig } from '../src/train/model-config';
+import { ROOT } from './root';
+import { Row } from './row';
+import { STEP_OPTS, TrainCase } from './train-case';
+
+export const PYTHON = '/usr/bin/python3';
+const TORCH_PEER = path.join(ROOT, 'bench', 'peers', 'torch_gpt2_step.py');
+
+/** torch's version, or undefined where PYTHON cannot import it. */
+export function torchAvailable(): string | undefined {
+  const r = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+/** Runs the peer on case `c`; its stderr passes through; returns the last JSON line it prints. */
+export function timeTorch(c: TrainCase, threads: number): Row {
+  const args = [TORCH_PEER, '--preset', c.preset, '--vocab', String(presetConfig(c.preset).vocabSize), '--B', String(c.B),
+    '--T', String(c.T), '--threads', String(threads), '--steps', String(c.steps), '--warmup', String(c.warmup),
+    '--lr', String(STEP_OPTS.lr), '--weight-decay', String(STEP_OPTS.weightDecay), '--grad-clip', String(STEP_OPTS.gradClip)];
+  const r = spawnSync(PYTHON, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 16 << 20 });
+  if (r.status !== 0) throw new Error(`${PYTHON} ${args.join(' ')} failed (exit ${r.status}); see its message above`);
+  const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  if (!line) throw new Error(`the torch peer printed no JSON line: ${r.stdout.slice(0, 400)}`);
+  return JSON.parse(line) as Row;
+}
