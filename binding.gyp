@@ -11,6 +11,8 @@
         "native/core/thread_pool.cpp",
         "native/core/sha256.cpp",
         "native/core/rng.cpp",
+        "native/core/crc32c.cpp",
+        "native/core/hmac_sha256.cpp",
         "native/kernels/cpu/gemm_ref.cpp",
         "native/kernels/cpu/gemm_packed.cpp",
         "native/kernels/cpu/gemm_blas.cpp",
@@ -22,8 +24,19 @@
         "native/kernels/cpu/crossentropy.cpp",
         "native/kernels/cpu/adamw.cpp",
         "native/model/gpt.cpp",
+        "native/comm/socket.cpp",
+        "native/comm/handshake.cpp",
+        "native/comm/ring_plan.cpp",
+        "native/comm/ring_allreduce.cpp",
+        "native/quant/quantize.cpp",
+        "native/quant/kernels_scalar.cpp",
+        "native/quant/kernels_avx2.cpp",
+        "native/quant/kernels_avx512.cpp",
+        "native/quant/error_feedback.cpp",
         "native/addon/addon.cpp",
-        "native/addon/engine_wrap.cpp"
+        "native/addon/engine_wrap.cpp",
+        "native/addon/comm_wrap.cpp",
+        "native/addon/quant_wrap.cpp"
       ],
       "libraries": ["-lpthread"]
     }

@@ -1,4 +1,4 @@
-// Benchmarks: `npm run bench -- [gemm|attention|train|all ...] [--threads N] [--quick]`: arguments and dispatch.
+// Benchmarks: `npm run bench -- [gemm|attention|train|quant|all ...] [--threads N] [--quick]`: arguments and dispatch.
 // Each NAME writes bench/out/NAME.json = { machine, rows } (DESIGN.md, "Tests and benches") and prints a
 // table. GEMM and attention run in the native bench executable (native-bench.ts); train runs the Node
 // engine, beside the PyTorch peer (torch-peer.ts) when /usr/bin/python3 has torch. Every bench measures its
@@ -8,6 +8,7 @@ import { benchAttention } from './attention';
 import { benchGemm } from './gemm';
 import { nativeBin } from './native-bench';
 import { BenchOptions } from './options';
+import { benchQuant } from './quant';
 import { benchTrain } from './train';
 
 /** Each bench by name, in the order `all` runs them. */
@@ -15,6 +16,7 @@ const BENCHES = {
   gemm: benchGemm,
   attention: benchAttention,
   train: benchTrain,
+  quant: benchQuant,
 } satisfies Record<string, (opts: BenchOptions) => void | Promise<void>>;
 type BenchName = keyof typeof BENCHES;
 const NAMES = Object.keys(BENCHES) as BenchName[];

@@ -26,7 +26,7 @@ function buildExecutablesWithoutCmake() {
   const outDir = path.join(root, 'build', 'bin');
   fs.mkdirSync(outDir, { recursive: true });
   const cxx = process.env.CXX || 'c++';
-  return [['covenant_native_tests', 'native/tests/main.cpp'], ['covenant_native_bench', 'native/bench/main.cpp']].every(([name, main]) =>
+  return [['covenant_native_tests', 'native/tests/main.cpp'], ['covenant_native_comm_tests', 'native/tests/comm_tests.cpp'], ['covenant_native_bench', 'native/bench/main.cpp']].every(([name, main]) =>
     run(cxx, ['-std=c++17', '-O3', '-DNDEBUG', '-Inative/include', ...core, main, '-lpthread', '-o', path.join(outDir, name)]));
 }
 

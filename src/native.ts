@@ -33,6 +33,10 @@ export interface BuildInfo {
 interface Addon {
   NativeEngine: new (model: ModelConfig, threads: number, seed: number, attention: string, gemm: string) => NativeEngineHandle;
   buildInfo(): BuildInfo;
+  allReduceStart(
+    tensor: Float32Array,
+    opts: { rank: number; peers: Array<{ host: string; port: number }>; listen?: { host: string; port: number }; mode: string; blockSize: number; timeoutMs: number; round: number; attempt: number; secret: string | Buffer; sliceBytes: number },
+  ): { promise: Promise<AllReduceResult>; abort(): void };
 }
 
 let addon: Addon | undefined;
@@ -295,4 +299,452 @@ function rethrow(e: unknown, where: Error): never {
   const err = e instanceof Error ? e : new Error(String(e));
   if (where.stack) err.stack = `${err.name}: ${err.message}\n${where.stack.split('\n').slice(1).join('\n')}`;
   throw err;
+}
+
+// ---- int8 compression ----
+// Blockwise absmax int8 quantization with one fp32 scale per block, and the error-feedback compressor
+// (native/quant; the exact conventions are in native/include/covenant/quant.h):
+//   scale = absmax / 127 (0 for an all-zero block), code = round-half-even(x / scale) in [-127, 127],
+//   dequant = code * scale, so |x - dequant| <= scale * (1/2 + 2^-16) per element.
+// Work on tensors runs on native threads (promises); the typed arrays handed to a pending call are used in
+// place (zero-copy), so do not modify them until it settles. Non-finite input is refused with a RangeError
+// naming the index, on the native thread (no scan of large arrays on the event loop).
+// These imports sit here, not at the top, to keep this section self-contained; imports are hoisted.
+import { createHash } from 'node:crypto';
+import { CheckpointCorruptError, CovenantError } from './errors';
+import { readSafetensors, writeSafetensors } from './train/safetensors';
+
+/**
+ * Elements per fp32 scale when a call names none, chosen by measurement (`npm run bench -- quant`; README
+ * "int8 compression"). Smaller blocks cost scale bytes (4/block per element: 12.5% at 32, 3.1% at 128, 0.4%
+ * at 1024); larger ones cost accuracy, since a block's absmax sets its step. Relative RMS error of one round
+ * trip, blocks 32/64/128/256/1024: Gaussian 5.35/5.94/6.47/6.96/7.87e-3; Student-t(3) 8.48/10.8/13.8/17.4/
+ * 27.5e-3; a real pseudo-gradient (small preset, 50 AdamW steps) 3.81/3.95/4.10/4.24/4.49e-3. Counting one bit
+ * per element per halving of the error, the best block is 256 (Gaussian), 64 (heavy tails) and 1024 (the
+ * pseudo-gradient); 128 is within 0.1 bit per element of the best on all three, the smallest worst case.
+ * Speed does not decide it: every size runs near memory speed.
+ */
+export const DEFAULT_QUANT_BLOCK = 128;
+
+export interface Int8Quantized {
+  /** One int8 code per element, in [-127, 127]. */
+  codes: Int8Array;
+  /** One fp32 scale per block: ceil(codes.length / block). */
+  scales: Float32Array;
+}
+
+export interface QuantInfo {
+  /** The kernels this CPU runs: 'avx512', 'avx2' or 'scalar'. */
+  isa: string;
+  /** Threads of the addon's quantization pool (used for tensors of poolThresholdElements or more). */
+  threads: number;
+  poolThresholdElements: number;
+}
+
+interface NativeCompressorHandle {
+  size(): number;
+  block(): number;
+  compress(input: Float32Array): Promise<Int8Quantized>;
+  residual(): Float32Array;
+  loadResidual(r: Float32Array): void;
+  reset(): void;
+}
+
+interface QuantAddon {
+  quantize(x: Float32Array, block: number): Promise<Int8Quantized>;
+  dequantize(codes: Int8Array, scales: Float32Array, block: number, out?: Float32Array): Promise<Float32Array>;
+  dequantizeAccumulate(acc: Float32Array, codes: Int8Array, scales: Float32Array, block: number): Promise<Float32Array>;
+  quantInfo(): QuantInfo;
+  NativeCompressor: new (n: number, block: number) => NativeCompressorHandle;
+}
+
+function quantAddon(): QuantAddon {
+  return load() as unknown as QuantAddon;
+}
+
+const MAX_BLOCK = 2147483647;
+
+function checkBlock(block: unknown): number {
+  return checkInt('block', block, 1, MAX_BLOCK);
+}
+
+function checkF32(name: string, v: unknown): Float32Array {
+  if (!types.isFloat32Array(v)) throw new TypeError(invalidParameter(name, 'a Float32Array', v));
+  return v;
+}
+
+function checkCodesAndScales(codes: unknown, scales: unknown, block: number): [Int8Array, Float32Array] {
+  if (!types.isInt8Array(codes)) throw new TypeError(invalidParameter('codes', 'an Int8Array', codes));
+  const s = checkF32('scales', scales);
+  const nb = quantNumBlocks(codes.length, block);
+  if (s.length !== nb) {
+    throw new RangeError(`Expected scales to hold ceil(codes.length / block) = ceil(${codes.length} / ${block}) = ${nb} values but it holds ${s.length}`);
+  }
+  return [codes, s];
+}
+
+/**
+ * Errors made by the addon belong to the realm it was first loaded in (another one under jest or node:vm),
+ * where `instanceof RangeError` is false; rebuilt here, they keep their class for callers in any realm.
+ */
+function sameRealm(e: unknown): unknown {
+  if (e instanceof Error || typeof e !== 'object' || e === null) return e;
+  const { name, message } = e as { name?: unknown; message?: unknown };
+  if (typeof message !== 'string') return e;
+  if (name === 'RangeError') return new RangeError(message);
+  if (name === 'TypeError') return new TypeError(message);
+  return name === 'Error' ? new Error(message) : e;
+}
+
+function sharesMemory(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  if (a.buffer !== b.buffer || a.byteLength === 0 || b.byteLength === 0) return false;
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
+/** What the quantization kernels run on (ISA, pool threads). */
+export function quantInfo(): QuantInfo {
+  return quantAddon().quantInfo();
+}
+
+/** Number of blocks (= scales) of n elements: ceil(n / block). */
+export function quantNumBlocks(n: number, block: number = DEFAULT_QUANT_BLOCK): number {
+  checkInt('n', n, 0);
+  checkBlock(block);
+  return Math.ceil(n / block);
+}
+
+/** Bytes of a serialized int8 slice of n elements: n codes, then 4 bytes per block (native quant.h). */
+export function quantizedBytes(n: number, block: number = DEFAULT_QUANT_BLOCK): number {
+  return n + 4 * quantNumBlocks(n, block);
+}
+
+/** Quantizes x to int8 codes with one fp32 scale per block. Rejects (RangeError) on a NaN or Infinity, naming its index. */
+export async function quantize(x: Float32Array, block: number = DEFAULT_QUANT_BLOCK): Promise<Int8Quantized> {
+  checkF32('x', x);
+  checkBlock(block);
+  const where = new Error();
+  return quantAddon().quantize(x, block).catch((e: unknown) => rethrow(sameRealm(e), where));
+}
+
+/** codes * scale of their block, into `out` (length codes.length) or a new array. Refuses negative or non-finite scales. */
+export async function dequantize(codes: Int8Array, scales: Float32Array, block: number = DEFAULT_QUANT_BLOCK, out?: Float32Array): Promise<Float32Array> {
+  checkBlock(block);
+  const [c, s] = checkCodesAndScales(codes, scales, block);
+  if (out !== undefined) {
+    checkF32('out', out);
+    if (out.length !== c.length) throw new RangeError(invalidParameter('out.length', `codes.length (${c.length})`, out.length));
+    if (sharesMemory(out, c) || sharesMemory(out, s)) throw new RangeError('out must not share memory with codes or scales');
+  }
+  const where = new Error();
+  return quantAddon().dequantize(c, s, block, out).catch((e: unknown) => rethrow(sameRealm(e), where));
+}
+
+/**
+ * acc += codes * scale of their block (the product rounded first, so the result is bit-identical to
+ * dequantize then add). Resolves with acc. Refuses negative or non-finite scales, leaving acc untouched.
+ */
+export async function dequantizeAccumulate(acc: Float32Array, codes: Int8Array, scales: Float32Array, block: number = DEFAULT_QUANT_BLOCK): Promise<Float32Array> {
+  checkF32('acc', acc);
+  checkBlock(block);
+  const [c, s] = checkCodesAndScales(codes, scales, block);
+  if (acc.length !== c.length) throw new RangeError(invalidParameter('acc.length', `codes.length (${c.length})`, acc.length));
+  if (sharesMemory(acc, c) || sharesMemory(acc, s)) throw new RangeError('acc must not share memory with codes or scales');
+  const where = new Error();
+  return quantAddon().dequantizeAccumulate(acc, c, s, block).catch((e: unknown) => rethrow(sameRealm(e), where));
+}
+
+/** The `format` in a residual file's metadata, and its layout version. */
+export const RESIDUAL_FORMAT = 'covenant-residual';
+export const RESIDUAL_VERSION = '1';
+const RESIDUAL_TENSOR = 'residual';
+
+/** SHA-256 (hex) of a typed array's bytes, hashed in 16 MiB pieces that yield to the event loop between them. */
+async function sha256Hex(a: ArrayBufferView): Promise<string> {
+  const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const h = createHash('sha256');
+  const piece = 16 << 20;
+  for (let off = 0; off < bytes.byteLength; off += piece) {
+    h.update(bytes.subarray(off, off + piece));
+    if (off + piece < bytes.byteLength) await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return h.digest('hex');
+}
+
+/**
+ * Error feedback for compressed pseudo-gradients: compress(x) quantizes x + residual and keeps
+ * residual = (x + residual) - dequant, what quantization dropped, for the next call. Over R calls the
+ * dequantized outputs sum to the sum of the inputs minus the last residual, whose elements stay within half
+ * a scale. The residual is worker state: save() it and load it back after a restart.
+ */
+export class Compressor {
+  readonly n: number;
+  readonly block: number;
+  private readonly handle: NativeCompressorHandle;
+  /** What is in flight ('compress', 'save', 'load'); other calls are refused meanwhile. */
+  private busy: string | undefined;
+
+  constructor(n: number, block: number = DEFAULT_QUANT_BLOCK) {
+    this.n = checkInt('n', n, 0);
+    this.block = checkBlock(block);
+    try {
+      this.handle = new (quantAddon().NativeCompressor)(n, block);
+    } catch (e) {
+      throw sameRealm(e);
+    }
+  }
+
+  private idle(what: string): void {
+    if (this.busy) throw new Error(`Compressor is busy with ${this.busy}(): await it before ${what}`);
+  }
+
+  /** Quantizes input + residual and updates the residual. A NaN/Infinity (or an overflowing sum) rejects with a RangeError naming the index and leaves the residual unchanged. */
+  async compress(input: Float32Array): Promise<Int8Quantized> {
+    this.idle('compress()');
+    checkF32('input', input);
+    if (input.length !== this.n) throw new RangeError(invalidParameter('input.length', `n (${this.n})`, input.length));
+    const where = new Error();
+    this.busy = 'compress';
+    try {
+      return await this.handle.compress(input);
+    } catch (e) {
+      return rethrow(sameRealm(e), where);
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  /** Zero-copy view of the residual (n floats). It changes under a pending compress(). */
+  residual(): Float32Array {
+    return this.handle.residual();
+  }
+
+  /** Copies a residual in (length n, finite values; a RangeError names a bad index and leaves the residual unchanged). */
+  loadResidual(residual: Float32Array): void {
+    this.idle('loadResidual()');
+    checkF32('residual', residual);
+    if (residual.length !== this.n) throw new RangeError(invalidParameter('residual.length', `n (${this.n})`, residual.length));
+    try {
+      this.handle.loadResidual(residual);
+    } catch (e) {
+      throw sameRealm(e);
+    }
+  }
+
+  /** Sets the residual to zero. */
+  reset(): void {
+    this.idle('reset()');
+    this.handle.reset();
+  }
+
+  /**
+   * Writes the residual atomically (temp file, fsync, rename) as safetensors: one F32 tensor `residual` of
+   * shape [n], metadata {format: 'covenant-residual', version, n, block, residual_sha256}.
+   */
+  async save(file: string): Promise<void> {
+    if (typeof file !== 'string' || file === '') throw new TypeError(invalidParameter('file', 'a file path', file));
+    this.idle('save()');
+    this.busy = 'save';
+    try {
+      const r = this.residual();
+      const metadata = { format: RESIDUAL_FORMAT, version: RESIDUAL_VERSION, n: String(this.n), block: String(this.block), residual_sha256: await sha256Hex(r) };
+      await writeSafetensors(file, [{ name: RESIDUAL_TENSOR, dtype: 'F32', shape: [this.n], data: r }], metadata);
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  /** A compressor with the n, block and residual of a file written by save(). */
+  static async load(file: string): Promise<Compressor> {
+    const { n, block, residual } = await readResidualFile(file);
+    const c = new Compressor(n, block);
+    c.loadChecked(file, residual);
+    return c;
+  }
+
+  /**
+   * Restores the residual from a file written by save(). The file must have this compressor's n and block
+   * (else a CovenantError with code RESIDUAL_MISMATCH); a damaged file is a CheckpointCorruptError
+   * (CHECKPOINT_CORRUPT). Either way the residual is left unchanged.
+   */
+  async loadFrom(file: string): Promise<void> {
+    this.idle('loadFrom()');
+    this.busy = 'load';
+    try {
+      const { n, block, residual } = await readResidualFile(file);
+      if (n !== this.n || block !== this.block) {
+        throw new CovenantError('RESIDUAL_MISMATCH',
+          `Residual file ${file} holds n = ${n}, block = ${block} but this compressor has n = ${this.n}, block = ${this.block}. ` +
+          'HINT: it belongs to another model or compression setting; reset() to start from a zero residual');
+      }
+      this.busy = undefined;
+      this.loadChecked(file, residual);
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  private loadChecked(file: string, residual: Float32Array): void {
+    try {
+      this.loadResidual(residual);
+    } catch (e) {
+      if (e instanceof RangeError) throw new CheckpointCorruptError(`Residual file ${file} is invalid: ${e.message}`, { cause: e });
+      throw e;
+    }
+  }
+}
+
+/** Reads and checks a residual file; every problem is a CheckpointCorruptError naming the file. */
+async function readResidualFile(file: string): Promise<{ n: number; block: number; residual: Float32Array }> {
+  if (typeof file !== 'string' || file === '') throw new TypeError(invalidParameter('file', 'a file path', file));
+  const fail = (what: string) => new CheckpointCorruptError(`Residual file ${file} is invalid: ${what}`);
+  const { metadata, tensors } = await readSafetensors(file);
+  if (metadata.format !== RESIDUAL_FORMAT) {
+    throw fail(`__metadata__.format is ${JSON.stringify(metadata.format)}, not ${JSON.stringify(RESIDUAL_FORMAT)} (not a residual file?)`);
+  }
+  if (metadata.version !== RESIDUAL_VERSION) throw fail(`__metadata__.version is ${JSON.stringify(metadata.version)} (this build reads ${RESIDUAL_VERSION})`);
+  const int = (key: 'n' | 'block', lo: number): number => {
+    const s = metadata[key];
+    const v = s !== undefined && /^\d{1,16}$/.test(s) ? Number(s) : NaN;
+    if (!Number.isSafeInteger(v) || v < lo || (key === 'block' && v > MAX_BLOCK)) throw fail(`__metadata__.${key} is ${JSON.stringify(s)} (expected an integer >= ${lo})`);
+    return v;
+  };
+  const n = int('n', 0);
+  const block = int('block', 1);
+  const names = [...tensors.keys()];
+  if (names.length !== 1 || names[0] !== RESIDUAL_TENSOR) throw fail(`it holds tensors [${names.join(', ')}] instead of exactly one named ${RESIDUAL_TENSOR}`);
+  const t = tensors.get(RESIDUAL_TENSOR)!;
+  if (t.dtype !== 'F32' || t.shape.length !== 1 || t.shape[0] !== n) {
+    throw fail(`tensor ${RESIDUAL_TENSOR} is ${t.dtype} [${t.shape.join(', ')}], expected F32 [${n}] (__metadata__.n)`);
+  }
+  const want = metadata.residual_sha256;
+  if (!/^[0-9a-f]{64}$/.test(want ?? '')) throw fail('__metadata__.residual_sha256 is missing or not 64 hex digits');
+  const got = await sha256Hex(t.data);
+  if (got !== want) throw fail(`the residual's SHA-256 is ${got} but __metadata__.residual_sha256 says ${want} (corrupted data)`);
+  return { n, block, residual: t.data as Float32Array };
+}
+
+// ---- ring all-reduce ----
+
+/** Where a rank listens, as 'host:port' (IPv6 as '[::1]:port'). */
+export type PeerString = string;
+
+export interface AllReduceOptions {
+  /** This rank's index in peers (ring order). */
+  rank: number;
+  /** Every rank's 'host:port', in ring order; each rank connects to the next and accepts the previous. */
+  peers: PeerString[];
+  /** Bind address when it differs from peers[rank] (e.g. '0.0.0.0:7000'). */
+  listen?: PeerString;
+  /** Averaged in place, bit-identical on every rank. Left untouched on failure. */
+  tensor: Float32Array;
+  mode?: 'fp32' | 'int8';
+  /** int8 mode: elements per absmax scale (default DEFAULT_QUANT_BLOCK). */
+  blockSize?: number;
+  /** Deadline of every socket operation without progress, and for forming the ring (default 10000). */
+  timeoutMs?: number;
+  /** Round and attempt: frames and handshakes of any other collective are refused. */
+  collectiveId: { round: number; attempt: number };
+  /** Per-round secret handed out by the control plane; the handshake proves knowledge of it. */
+  secret: string | Uint8Array;
+  /** Pipelining granularity in fp32 bytes per slice (default 256 KiB). */
+  sliceBytes?: number;
+  /** Aborting the signal cancels the collective (it rejects with code COMM_ABORTED). */
+  signal?: AbortSignal;
+}
+
+export interface AllReduceResult {
+  seconds: number;
+  /** Wire bytes, frame headers and the handshake included. */
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+export type CommErrorCode = 'COMM_TIMEOUT' | 'COMM_CLOSED' | 'COMM_PROTOCOL' | 'COMM_AUTH' | 'COMM_ABORTED' | 'COMM_IO' | 'COMM_ARGS';
+
+/** A failed collective: the code says why, peerRank names the neighbour at fault (-1: none), phase where. */
+export class CommError extends CovenantError {
+  constructor(
+    code: CommErrorCode,
+    message: string,
+    readonly peerRank: number,
+    readonly phase: string,
+  ) {
+    super(code, message);
+  }
+}
+
+export function parsePeer(name: string, s: unknown): { host: string; port: number } {
+  if (typeof s !== 'string') throw new TypeError(invalidParameter(name, "'host:port'", s));
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m) throw new RangeError(invalidParameter(name, "'host:port' (IPv6 as '[addr]:port')", s));
+  const port = Number(m[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(invalidParameter(`${name} port`, 'an integer in [1, 65535]', m[2]));
+  return { host: m[1], port };
+}
+
+export interface AllReduceHandle {
+  promise: Promise<AllReduceResult>;
+  /** Cancels the collective; the promise rejects with COMM_ABORTED. Idempotent. */
+  abort(): void;
+}
+
+/** Starts a ring all-reduce on native threads; see allReduce. */
+export function startAllReduce(opts: AllReduceOptions): AllReduceHandle {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(invalidParameter('opts', 'an object', opts));
+  const known = ['rank', 'peers', 'listen', 'tensor', 'mode', 'blockSize', 'timeoutMs', 'collectiveId', 'secret', 'sliceBytes', 'signal'];
+  for (const k of Object.keys(opts)) if (!known.includes(k)) throw new TypeError(`Unknown option ${k} (known: ${known.join(', ')})`);
+  if (!Array.isArray(opts.peers) || opts.peers.length === 0) throw new TypeError(invalidParameter('peers', "a non-empty array of 'host:port'", opts.peers));
+  const peers = opts.peers.map((p, i) => parsePeer(`peers[${i}]`, p));
+  const rank = checkInt('rank', opts.rank, 0, peers.length - 1);
+  if (!types.isFloat32Array(opts.tensor)) throw new TypeError(invalidParameter('tensor', 'a Float32Array', opts.tensor));
+  const mode = opts.mode ?? 'fp32';
+  if (mode !== 'fp32' && mode !== 'int8') throw new RangeError(invalidParameter('mode', "'fp32' or 'int8'", mode));
+  const blockSize = checkInt('blockSize', opts.blockSize ?? DEFAULT_QUANT_BLOCK, 1, 1 << 24);
+  const timeoutMs = checkInt('timeoutMs', opts.timeoutMs ?? 10000, 1, 86_400_000);
+  const sliceBytes = checkInt('sliceBytes', opts.sliceBytes ?? 256 * 1024, 64, 64 << 20);
+  const id = opts.collectiveId;
+  if (typeof id !== 'object' || id === null) throw new TypeError(invalidParameter('collectiveId', '{ round, attempt }', id));
+  const round = checkInt('collectiveId.round', id.round, 0);
+  const attempt = checkInt('collectiveId.attempt', id.attempt, 0, 0xffffffff);
+  let secret: string | Buffer;
+  if (typeof opts.secret === 'string') secret = opts.secret;
+  else if (types.isUint8Array(opts.secret)) secret = Buffer.from(opts.secret);
+  else throw new TypeError(invalidParameter('secret', 'a string or Uint8Array', opts.secret));
+  if (peers.length > 1 && secret.length === 0) throw new RangeError('secret must not be empty');
+  const t = opts.tensor;
+  for (let i = 0; i < t.length; i++) {
+    if (!Number.isFinite(t[i])) throw new RangeError(`tensor[${i}] = ${t[i]} is not finite`);
+  }
+  const listen = opts.listen === undefined ? undefined : parsePeer('listen', opts.listen);
+  const where = new Error();
+  const handle = load().allReduceStart(t, { rank, peers, listen, mode, blockSize, timeoutMs, round, attempt, secret, sliceBytes });
+  const signal = opts.signal;
+  const onAbort = () => handle.abort();
+  if (signal) {
+    if (signal.aborted) handle.abort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  }
+  const promise = handle.promise.then(
+    (r) => {
+      signal?.removeEventListener('abort', onAbort);
+      return r;
+    },
+    (e: unknown) => {
+      signal?.removeEventListener('abort', onAbort);
+      const n = e as { message?: string; code?: CommErrorCode; peerRank?: number; phase?: string };
+      const err = new CommError(n.code ?? 'COMM_IO', n.message ?? String(e), n.peerRank ?? -1, n.phase ?? '');
+      if (where.stack) err.stack = `${err.name}: ${err.message}\n${where.stack.split('\n').slice(1).join('\n')}`;
+      throw err;
+    },
+  );
+  return { promise, abort: () => handle.abort() };
+}
+
+/**
+ * Averages `tensor` over all ranks with the native ring all-reduce over TCP, in place and bit-identical on
+ * every rank. Rejects with a CommError naming the peer and the phase when a peer dies, stalls past
+ * timeoutMs, fails the handshake or sends a bad frame; the tensor is then left untouched.
+ */
+export function allReduce(opts: AllReduceOptions): Promise<AllReduceResult> {
+  return startAllReduce(opts).promise;
 }

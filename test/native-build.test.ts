@@ -38,12 +38,14 @@ describe('native build', () => {
     for (const f of sources) expect(listed.has(f)).toBe(true);
   });
 
-  test('native test executable passes', () => {
-    const bin = path.join(root, 'build', 'bin', 'covenant_native_tests');
-    expect(fs.existsSync(bin)).toBe(true);
-    const r = spawnSync(bin, [], { encoding: 'utf8', timeout: 300_000 });
-    if (r.status !== 0) console.log(r.stdout, r.stderr);
-    expect(r.stdout).toMatch(/\d+ passed, 0 failed/);
-    expect(r.status).toBe(0);
-  });
+  for (const name of ['covenant_native_tests', 'covenant_native_comm_tests']) {
+    test(`${name} passes`, () => {
+      const bin = path.join(root, 'build', 'bin', name);
+      expect(fs.existsSync(bin)).toBe(true);
+      const r = spawnSync(bin, [], { encoding: 'utf8', timeout: 300_000 });
+      if (r.status !== 0) console.log(r.stdout, r.stderr);
+      expect(r.stdout).toMatch(/\d+ passed, 0 failed/);
+      expect(r.status).toBe(0);
+    });
+  }
 });

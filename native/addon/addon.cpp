@@ -3,7 +3,9 @@
 
 #include "covenant/gemm.h"
 #include "covenant/thread_pool.h"
+#include "comm_wrap.h"
 #include "engine_wrap.h"
+#include "quant_wrap.h"
 
 namespace {
 
@@ -22,6 +24,14 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEngine", covenant_addon::EngineWrap::Define(env));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  exports.Set("quantize", Napi::Function::New(env, covenant_addon::Quantize));
+  exports.Set("dequantize", Napi::Function::New(env, covenant_addon::Dequantize));
+  exports.Set("dequantizeAccumulate", Napi::Function::New(env, covenant_addon::DequantizeAccumulate));
+  exports.Set("quantInfo", Napi::Function::New(env, covenant_addon::QuantInfo));
+  exports.Set("NativeCompressor", covenant_addon::CompressorWrap::Define(env));
+  exports.Set("allReduceStart", Napi::Function::New(env, covenant_addon::AllReduceStart));
+  // A collective still running when Node tears the environment down is aborted, so its thread ends.
+  env.AddCleanupHook([] { covenant_addon::AbortAllCollectives(); });
   return exports;
 }
 

@@ -7,6 +7,7 @@
 //   covenant_native_bench gemm      [--sizes 256,512,1024,2048] [--threads N] [--blas-only] [--no-shapes]
 //                                   [--min-seconds S]
 //   covenant_native_bench attention [--threads N] [--T 64,256,1024] [--B 4] [--C 768] [--NH 12] [--min-seconds S]
+//   covenant_native_bench quant     [--threads N] [--mib 64] [--blocks 32,64,128,256,1024] [--min-seconds S]
 //
 // Timing: one untimed warm-up call, then repetitions until at least --min-seconds (default 0.3 s) and at
 // least 3 reps; `seconds` is the median rep, `seconds_min` the fastest.
@@ -32,6 +33,7 @@
 
 #include "covenant/gemm.h"
 #include "covenant/kernels.h"
+#include "covenant/quant.h"
 #include "covenant/rng.h"
 #include "covenant/thread_pool.h"
 
@@ -533,6 +535,126 @@ int cmd_attention(const Args& args) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// quant: int8 quantize / dequantize / dequantize-accumulate / error-feedback compress over --mib MiB of fp32,
+// beside memcpy of the same fp32 bytes on the same threads (the memory-bandwidth limit), and the
+// quantization error of each block size on Gaussian and heavy-tailed (Student-t, 3 degrees of freedom) data.
+//
+// `bytes` is the fp32 size of the tensor (n * 4) for every row, so GBps compares directly with memcpy's
+// (which reads and writes `bytes`); `traffic_bytes` counts every byte read or written.
+
+// Student-t with 3 degrees of freedom: heavy tails like those of gradients (a few elements far larger than
+// the rest).
+std::vector<float> student_t3(size_t n, uint64_t seed) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) {
+    float a = r.normal(), b = r.normal(), c = r.normal();
+    x = r.normal() / std::sqrt((a * a + b * b + c * c) / 3.f + 1e-12f);
+  }
+  return v;
+}
+
+int cmd_quant(const Args& args) {
+  int threads = (int)args.integer("threads", default_threads(), 1, 1024);
+  double min_seconds = args.real("min-seconds", 0.3, 0.0, 60);
+  long mib = args.integer("mib", 64, 1, 16384);
+  std::vector<int> blocks = args.int_list("blocks", {32, 64, 128, 256, 1024}, 1, 1 << 24);
+  ThreadPool pool(threads);
+  const size_t n = (size_t)mib * (1 << 20) / sizeof(float);
+  const double bytes = (double)n * sizeof(float);
+  const char* isa = quant_isa_name(quant_best_isa());
+
+  // Correctness first: the kernels that run (best ISA, this pool) against the scalar reference.
+  {
+    const size_t m = std::min<size_t>(n, (1 << 20) + 77);
+    auto x = randn(m, 31);
+    for (int block : blocks) {
+      const size_t nb = quant_num_blocks(m, block);
+      std::vector<int8_t> q(m), qr(m);
+      std::vector<float> s(nb), sr(nb), d(m), dr(m);
+      quantize_int8(q.data(), s.data(), x.data(), m, block, &pool);
+      quantize_int8_ref(qr.data(), sr.data(), x.data(), m, block);
+      dequantize_int8(d.data(), q.data(), s.data(), m, block, &pool);
+      dequantize_int8_ref(dr.data(), qr.data(), sr.data(), m, block);
+      if (std::memcmp(q.data(), qr.data(), m) || std::memcmp(s.data(), sr.data(), nb * 4) ||
+          std::memcmp(d.data(), dr.data(), m * 4))
+        fail("quant: the " + std::string(isa) + " kernels disagree with the scalar reference at block " +
+             std::to_string(block) + "; not timing them");
+    }
+    std::fprintf(stderr, "quant: %s kernels match the scalar reference bit for bit (%zu elements, %zu block sizes)\n", isa, m,
+                 blocks.size());
+  }
+
+  // The limit: memcpy of the fp32 tensor, split over the same pool.
+  auto x = randn(n, 32);
+  std::vector<float> dst(n), acc(n, 0.f);
+  auto pcopy = [&](float* to, const float* from) {
+    pool.parallel_for((int64_t)n, [&](int64_t b, int64_t e, int) { std::memcpy(to + b, from + b, (e - b) * sizeof(float)); }, 1 << 14);
+  };
+  {
+    Timing t = time_it([&] { pcopy(dst.data(), x.data()); }, min_seconds);
+    Row().str("impl", "limit").str("op", "memcpy").integer("n", (long long)n).integer("bytes", (long long)bytes)
+        .integer("traffic_bytes", (long long)(2 * bytes)).integer("threads", threads)
+        .num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)
+        .num("GBps", bytes / t.median / 1e9).num("traffic_GBps", 2 * bytes / t.median / 1e9).print();
+  }
+
+  auto gauss_err = randn(1 << 22, 33);
+  auto heavy_err = student_t3(1 << 22, 34);
+  for (int block : blocks) {
+    const size_t nb = quant_num_blocks(n, block);
+    std::vector<int8_t> q(n);
+    std::vector<float> s(nb);
+    ErrorFeedbackCompressor ef(n, block);
+    const double code_bytes = (double)n + 4.0 * nb;
+    struct Op {
+      const char* op;
+      std::function<void()> fn;
+      double traffic;
+    };
+    const Op ops[] = {
+        {"quantize", [&] { quantize_int8(q.data(), s.data(), x.data(), n, block, &pool); }, bytes + code_bytes},
+        {"dequantize", [&] { dequantize_int8(dst.data(), q.data(), s.data(), n, block, &pool); }, code_bytes + bytes},
+        {"dequantize_accumulate",
+         [&] { dequantize_accumulate_int8(acc.data(), q.data(), s.data(), n, block, &pool); }, code_bytes + 2 * bytes},
+        // pass 1 reads input and residual; pass 2 reads them again and writes codes, scales and residual
+        {"compress", [&] { ef.compress(q.data(), s.data(), x.data(), &pool); }, 2 * bytes + 3 * bytes + code_bytes},
+    };
+    quantize_int8(q.data(), s.data(), x.data(), n, block, &pool);
+    for (const Op& o : ops) {
+      Timing t = time_it(o.fn, min_seconds);
+      Row().str("impl", "covenant").str("op", o.op).str("isa", isa).integer("block", block).integer("n", (long long)n)
+          .integer("bytes", (long long)bytes).integer("traffic_bytes", (long long)o.traffic).integer("threads", threads)
+          .num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)
+          .num("GBps", bytes / t.median / 1e9).num("traffic_GBps", o.traffic / t.median / 1e9).print();
+    }
+
+    // Error of one quantize/dequantize round trip: RMS of (x - dequant) over RMS of x, and the largest
+    // |x - dequant| in units of its block's scale (the bound is 1/2 + 2^-16).
+    for (const auto& data : {std::make_pair("gaussian", &gauss_err), std::make_pair("student_t3", &heavy_err)}) {
+      const std::vector<float>& v = *data.second;
+      const size_t m = v.size(), mb = quant_num_blocks(m, block);
+      std::vector<int8_t> vq(m);
+      std::vector<float> vs(mb), vd(m);
+      quantize_int8(vq.data(), vs.data(), v.data(), m, block, &pool);
+      dequantize_int8(vd.data(), vq.data(), vs.data(), m, block, &pool);
+      double se = 0, sx = 0, worst = 0;
+      for (size_t i = 0; i < m; ++i) {
+        double e = (double)v[i] - vd[i];
+        se += e * e;
+        sx += (double)v[i] * v[i];
+        if (vs[i / block] > 0) worst = std::max(worst, std::fabs(e) / vs[i / block]);
+      }
+      Row().str("impl", "covenant").str("op", "error").str("data", data.first).integer("block", block)
+          .integer("n", (long long)m).num("rel_rms_err", std::sqrt(se / sx)).num("max_err_over_scale", worst)
+          .num("bytes_per_element", (double)quantized_bytes(m, block) / m)
+          .num("scale_overhead", 4.0 / block).print();
+    }
+  }
+  return 0;
+}
+
 void usage() {
   std::fprintf(stderr,
                "usage: covenant_native_bench info\n"
@@ -540,7 +662,9 @@ void usage() {
                "       covenant_native_bench gemm [--sizes 256,512,1024,2048] [--threads N] [--blas-only] "
                "[--no-shapes] [--min-seconds S]\n"
                "       covenant_native_bench attention [--threads N] [--T 64,256,1024] [--B 4] [--C 768] "
-               "[--NH 12] [--min-seconds S]\n");
+               "[--NH 12] [--min-seconds S]\n"
+               "       covenant_native_bench quant [--threads N] [--mib 64] [--blocks 32,64,128,256,1024] "
+               "[--min-seconds S]\n");
 }
 
 }  // namespace
@@ -558,6 +682,7 @@ int main(int argc, char** argv) {
       return cmd_gemm(parse_args(argc, argv, 2, {"threads", "min-seconds", "sizes"}, {"blas-only", "no-shapes"}));
     if (cmd == "attention")
       return cmd_attention(parse_args(argc, argv, 2, {"threads", "min-seconds", "T", "B", "C", "NH"}, {}));
+    if (cmd == "quant") return cmd_quant(parse_args(argc, argv, 2, {"threads", "min-seconds", "mib", "blocks"}, {}));
   } catch (const std::exception& e) {
     fail(std::string(cmd) + ": " + e.what());
   }

@@ -1,6 +1,8 @@
 // Native test executable: every kernel against its reference (naive GEMM, naive attention, finite
 // differences), plus SHA-256 vectors and determinism. Runs without Node; `npm test` runs it too.
 // Usage: covenant_native_tests [filter]   (runs the tests whose name contains filter)
+#include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -11,26 +13,15 @@
 #include "covenant/gemm.h"
 #include "covenant/gpt.h"
 #include "covenant/kernels.h"
+#include "covenant/quant.h"
 #include "covenant/rng.h"
 #include "covenant/sha256.h"
+#include "harness.h"
 #include "covenant/thread_pool.h"
 
 using namespace covenant;
 
 namespace {
-
-int g_failed = 0, g_checks = 0;
-
-#define CHECK(cond, ...)                                      \
-  do {                                                        \
-    ++g_checks;                                               \
-    if (!(cond)) {                                            \
-      ++g_failed;                                             \
-      std::printf("    FAIL %s:%d: ", __FILE__, __LINE__);    \
-      std::printf(__VA_ARGS__);                               \
-      std::printf("\n");                                      \
-    }                                                         \
-  } while (0)
 
 std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
   Rng r(seed);
@@ -344,15 +335,377 @@ void test_training_lowers_loss() {
   CHECK(end < 0.3f * start, "loss went from %g to %g", start, end);
 }
 
-struct Test {
-  const char* name;
-  void (*fn)();
-};
+// ---- int8 quantization (native/quant) ----
+// Every vector ISA the CPU has against the scalar _ref, bit for bit; the error bound of quant.h; all-zero and
+// flushed blocks; non-finite input refused with the first bad index; thread counts; the error-feedback
+// compressor (identity with quantize-then-subtract, all-or-nothing refusal, convergence of the mean).
+
+std::vector<QuantIsa> quant_isas() {
+  std::vector<QuantIsa> out;
+  for (QuantIsa isa : {QuantIsa::Scalar, QuantIsa::Avx2, QuantIsa::Avx512})
+    if (quant_isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+// Gaussian values with per-block magnitudes spread over 1e-3..1e3, a few outliers, whole zero blocks and
+// a few exact zeros: the cases a pseudo-gradient has.
+std::vector<float> quant_data(size_t n, int block, uint64_t seed) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  float mag = 1.f;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % block == 0) mag = std::pow(10.f, 6.f * r.uniform() - 3.f);
+    float x = r.normal() * mag;
+    uint64_t u = r.next_u64() % 1000;
+    if (u == 0) x *= 50.f;
+    if (u == 1) x = 0.f;
+    v[i] = x;
+  }
+  for (size_t b = 3; b * block < n; b += 11)
+    for (size_t i = b * block; i < std::min(n, (b + 1) * block); ++i) v[i] = (b % 2) ? 0.f : -0.f;
+  return v;
+}
+
+bool same_bits(const void* a, const void* b, size_t bytes) { return bytes == 0 || std::memcmp(a, b, bytes) == 0; }
+
+size_t first_diff_f(const float* a, const float* b, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (std::memcmp(a + i, b + i, sizeof(float)) != 0) return i;
+  return n;
+}
+
+std::vector<size_t> quant_sizes(int block) {
+  std::vector<size_t> s = {0, 1, 7, (size_t)block, (size_t)block + 1, 3 * (size_t)block + 5, 100003, 1000037};
+  if (block > 1) s.push_back((size_t)block - 1);
+  return s;
+}
+
+void test_quant_vs_ref() {
+  ThreadPool pool(2);
+  for (QuantIsa isa : quant_isas())
+    for (int block : {1, 7, 16, 32, 64, 100, 128, 256, 1024}) {
+      for (size_t n : quant_sizes(block)) {
+        if (n > 200000 && block != 64 && block != 7) continue;  // the large sizes with two blocks keep it quick
+        auto x = quant_data(n, block, 7 * n + block);
+        const size_t nb = quant_num_blocks(n, block);
+        std::vector<int8_t> q(n), qr(n);
+        std::vector<float> s(nb), sr(nb);
+        quantize_int8(q.data(), s.data(), x.data(), n, block, &pool, isa);
+        quantize_int8_ref(qr.data(), sr.data(), x.data(), n, block);
+        CHECK(same_bits(q.data(), qr.data(), n), "%s block=%d n=%zu: codes differ from _ref", quant_isa_name(isa), block, n);
+        CHECK(same_bits(s.data(), sr.data(), nb * 4), "%s block=%d n=%zu: scales differ from _ref", quant_isa_name(isa), block, n);
+
+        std::vector<float> d(n), dr(n);
+        dequantize_int8(d.data(), q.data(), s.data(), n, block, &pool, isa);
+        dequantize_int8_ref(dr.data(), qr.data(), sr.data(), n, block);
+        size_t at = first_diff_f(d.data(), dr.data(), n);
+        CHECK(at == n, "%s block=%d n=%zu: dequantize differs from _ref at %zu", quant_isa_name(isa), block, n, at);
+
+        auto acc0 = randn(n, 99 + n);
+        auto acc = acc0, accr = acc0, sum = acc0;
+        dequantize_accumulate_int8(acc.data(), q.data(), s.data(), n, block, &pool, isa);
+        dequantize_accumulate_int8_ref(accr.data(), qr.data(), sr.data(), n, block);
+        for (size_t i = 0; i < n; ++i) sum[i] = sum[i] + dr[i];
+        at = first_diff_f(acc.data(), accr.data(), n);
+        CHECK(at == n, "%s block=%d n=%zu: dequantize_accumulate differs from _ref at %zu", quant_isa_name(isa), block, n, at);
+        at = first_diff_f(acc.data(), sum.data(), n);
+        CHECK(at == n, "%s block=%d n=%zu: dequantize_accumulate differs from dequantize-then-add at %zu",
+              quant_isa_name(isa), block, n, at);
+      }
+    }
+}
+
+// |x - dequant(quant(x))| <= scale * (1/2 + 2^-16) per element (quant.h); codes in [-127, 127]; the absmax
+// element of every block with scale > 0 gets code +-127.
+void test_quant_error_bound() {
+  ThreadPool pool(2);
+  const int block = 64;
+  std::vector<std::vector<float>> cases;
+  cases.push_back(quant_data(64 * 1000 + 17, block, 5));
+  // Magnitude extremes: near FLT_MAX (the scale steps down so 127*scale stays finite), near FLT_MIN*127
+  // (normal scale), subnormal input with a normal absmax.
+  std::vector<float> ext = randn(64 * 6, 6);
+  for (int i = 0; i < 64; ++i) ext[i] = (i % 2 ? -1.f : 1.f) * FLT_MAX * (1.f - 0.01f * (i % 7));
+  ext[0] = FLT_MAX;
+  for (int i = 64; i < 128; ++i) ext[i] *= 127.f * FLT_MIN * 4.f;
+  for (int i = 128; i < 192; ++i) ext[i] = i == 128 ? 1.f : ext[i] * 1e-40f;
+  cases.push_back(ext);
+  for (QuantIsa isa : quant_isas())
+    for (auto& x : cases) {
+      const size_t n = x.size(), nb = quant_num_blocks(n, block);
+      std::vector<int8_t> q(n);
+      std::vector<float> s(nb), d(n);
+      quantize_int8(q.data(), s.data(), x.data(), n, block, &pool, isa);
+      dequantize_int8(d.data(), q.data(), s.data(), n, block, &pool, isa);
+      int bad = 0;
+      for (size_t b = 0; b < nb; ++b) {
+        float absmax = 0;
+        size_t e = std::min(n, (b + 1) * block);
+        for (size_t i = b * block; i < e; ++i) absmax = std::max(absmax, std::fabs(x[i]));
+        CHECK(s[b] == quant_scale(absmax), "block %zu: scale %g but quant_scale(absmax %g) = %g", b, s[b], absmax, quant_scale(absmax));
+        bool has127 = false;
+        for (size_t i = b * block; i < e; ++i) {
+          double err = std::fabs((double)x[i] - (double)d[i]);
+          double bound = s[b] > 0 ? (double)s[b] * (0.5 + std::ldexp(1.0, -16)) : (double)absmax;
+          if (!(err <= bound) && bad++ < 3)
+            CHECK(false, "%s x[%zu]=%g: |x - dequant| = %g > bound %g (scale %g)", quant_isa_name(isa), i, x[i], err, bound, s[b]);
+          if (q[i] < -127 || q[i] > 127) CHECK(false, "code %d out of range at %zu", q[i], i);
+          if (std::fabs(x[i]) == absmax && (q[i] == 127 || q[i] == -127)) has127 = true;
+          if (!std::isfinite(d[i])) CHECK(false, "dequantized x[%zu] = %g is not finite", i, d[i]);
+        }
+        CHECK(s[b] == 0 || has127, "block %zu: the absmax element did not get code +-127", b);
+      }
+    }
+}
+
+void test_quant_round_half_even() {
+  // absmax 127 gives scale 1 exactly, so x is its own code before rounding.
+  std::vector<float> x = {127.f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 3.49999f, -126.5f, 125.5f, 0.f, -0.f,
+                          0.50001f, 7.5f, 8.5f, -3.5f};
+  const int8_t want[] = {127, 0, 2, 2, 0, -2, -2, 3, -126, 126, 0, 0, 1, 8, 8, -4};
+  for (QuantIsa isa : quant_isas()) {
+    std::vector<int8_t> q(x.size());
+    float s = -1;
+    quantize_int8(q.data(), &s, x.data(), x.size(), 16, nullptr, isa);
+    CHECK(s == 1.f, "%s: scale %g, expected 1", quant_isa_name(isa), s);
+    for (size_t i = 0; i < x.size(); ++i)
+      CHECK(q[i] == want[i], "%s: code of %g is %d, expected %d (round half to even)", quant_isa_name(isa), x[i], q[i], want[i]);
+  }
+}
+
+void test_quant_zero_blocks() {
+  for (QuantIsa isa : quant_isas()) {
+    const int block = 32;
+    std::vector<float> x(block * 3 + 5, 0.f);
+    for (int i = 0; i < block; ++i) x[i] = (i % 3) ? 0.f : -0.f;
+    for (int i = block; i < 2 * block; ++i) x[i] = (i % 2 ? 1.f : -1.f) * 1e-37f;  // absmax/127 below FLT_MIN: flushed
+    x[2 * block + 3] = 2.f;
+    std::vector<int8_t> q(x.size(), 55);
+    std::vector<float> s(4, -1.f), d(x.size(), 9.f);
+    quantize_int8(q.data(), s.data(), x.data(), x.size(), block, nullptr, isa);
+    CHECK(s[0] == 0.f && !std::signbit(s[0]), "%s: all-zero block has scale %g", quant_isa_name(isa), s[0]);
+    CHECK(s[1] == 0.f, "%s: tiny block (absmax 1e-37) should be flushed, scale %g", quant_isa_name(isa), s[1]);
+    CHECK(s[2] == quant_scale(2.f) && s[3] == 0.f, "%s: scales %g %g", quant_isa_name(isa), s[2], s[3]);
+    for (int i = 0; i < 2 * block; ++i) CHECK(q[i] == 0, "%s: code %d at %d of a zero/flushed block", quant_isa_name(isa), q[i], i);
+    for (size_t i = 3 * block; i < x.size(); ++i) CHECK(q[i] == 0, "%s: code %d at %zu", quant_isa_name(isa), q[i], i);
+    dequantize_int8(d.data(), q.data(), s.data(), x.size(), block, nullptr, isa);
+    for (int i = 0; i < 2 * block; ++i) CHECK(d[i] == 0.f, "%s: dequantized %g at %d", quant_isa_name(isa), d[i], i);
+    CHECK(d[2 * block + 3] == 2.f, "%s: absmax element dequantized to %g, expected 2", quant_isa_name(isa), d[2 * block + 3]);
+  }
+}
+
+void test_quant_nonfinite() {
+  ThreadPool pool(2);
+  const size_t n = 300007;
+  const int block = 64;
+  struct Bad {
+    std::vector<size_t> at;
+    float v;
+  };
+  const Bad cases[] = {{{0}, NAN}, {{n - 1}, INFINITY}, {{n / 2 + 3, n - 5}, -INFINITY}, {{250001, 70}, NAN},
+                       {{64 * 3 + 63}, INFINITY}, {{200000, 200001}, -NAN}};
+  for (QuantIsa isa : quant_isas())
+    for (ThreadPool* p : {(ThreadPool*)nullptr, &pool})
+      for (const Bad& c : cases) {
+        auto x = randn(n, 3);
+        for (size_t i : c.at) x[i] = c.v;
+        size_t want = *std::min_element(c.at.begin(), c.at.end());
+        std::vector<int8_t> q(n);
+        std::vector<float> s(quant_num_blocks(n, block));
+        size_t got = SIZE_MAX;
+        try {
+          quantize_int8(q.data(), s.data(), x.data(), n, block, p, isa);
+        } catch (const NonFiniteError& e) {
+          got = e.index();
+          CHECK(std::string(e.what()).find("x[" + std::to_string(want) + "]") != std::string::npos, "message: %s", e.what());
+        }
+        CHECK(got == want, "%s threads=%d: first non-finite at %zu reported as %zu", quant_isa_name(isa), p ? 2 : 1, want, got);
+        got = SIZE_MAX;
+        try {
+          quantize_int8_ref(q.data(), s.data(), x.data(), n, block);
+        } catch (const NonFiniteError& e) {
+          got = e.index();
+        }
+        CHECK(got == want, "_ref: first non-finite at %zu reported as %zu", want, got);
+      }
+  // Bad scales are refused before anything is written.
+  std::vector<int8_t> q(100, 3);
+  for (float bad : {-1.f, NAN, INFINITY}) {
+    std::vector<float> s = {1.f, bad}, acc(100, 5.f);
+    bool threw = false;
+    try {
+      dequantize_accumulate_int8(acc.data(), q.data(), s.data(), 100, 64, nullptr);
+    } catch (const std::invalid_argument& e) {
+      threw = std::string(e.what()).find("scales[1]") != std::string::npos;
+    }
+    CHECK(threw, "scale %g must be refused naming scales[1]", bad);
+    CHECK(acc[0] == 5.f, "acc must be untouched when a scale is refused");
+  }
+  bool threw = false;
+  try {
+    quant_num_blocks(10, 0);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw, "block 0 must be refused");
+}
+
+void test_quant_threads() {
+  const size_t n = 2000003;
+  const int block = 128;
+  auto x = quant_data(n, block, 11);
+  const size_t nb = quant_num_blocks(n, block);
+  std::vector<int8_t> q1(n);
+  std::vector<float> s1(nb), d1(n), a1 = randn(n, 12);
+  quantize_int8(q1.data(), s1.data(), x.data(), n, block, nullptr);
+  dequantize_int8(d1.data(), q1.data(), s1.data(), n, block, nullptr);
+  dequantize_accumulate_int8(a1.data(), q1.data(), s1.data(), n, block, nullptr);
+  ErrorFeedbackCompressor c1(n, block);
+  std::vector<int8_t> cq1(n);
+  std::vector<float> cs1(nb);
+  for (int r = 0; r < 2; ++r) c1.compress(cq1.data(), cs1.data(), x.data(), nullptr);
+  for (int threads : {2, 3, 4}) {
+    ThreadPool pool(threads);
+    std::vector<int8_t> q(n);
+    std::vector<float> s(nb), d(n), a = randn(n, 12);
+    quantize_int8(q.data(), s.data(), x.data(), n, block, &pool);
+    dequantize_int8(d.data(), q.data(), s.data(), n, block, &pool);
+    dequantize_accumulate_int8(a.data(), q.data(), s.data(), n, block, &pool);
+    CHECK(same_bits(q.data(), q1.data(), n) && same_bits(s.data(), s1.data(), nb * 4), "threads=%d: quantize differs from 1 thread", threads);
+    CHECK(same_bits(d.data(), d1.data(), n * 4), "threads=%d: dequantize differs from 1 thread", threads);
+    CHECK(same_bits(a.data(), a1.data(), n * 4), "threads=%d: dequantize_accumulate differs from 1 thread", threads);
+    ErrorFeedbackCompressor c(n, block);
+    std::vector<int8_t> cq(n);
+    std::vector<float> cs(nb);
+    for (int r = 0; r < 2; ++r) c.compress(cq.data(), cs.data(), x.data(), &pool);
+    CHECK(same_bits(cq.data(), cq1.data(), n) && same_bits(cs.data(), cs1.data(), nb * 4) &&
+              same_bits(c.residual(), c1.residual(), n * 4),
+          "threads=%d: compressor differs from 1 thread", threads);
+  }
+}
+
+void test_quant_layout() {
+  CHECK(quantized_bytes(0, 64) == 0, "0 elements");
+  CHECK(quantized_bytes(1, 64) == 5, "1 element: 1 code + 1 scale");
+  CHECK(quantized_bytes(128, 64) == 136, "two full blocks");
+  CHECK(quantized_bytes(129, 64) == 141, "a partial third block");
+  Int8SliceLayout l = int8_slice_layout(1000, 128);
+  CHECK(l.codes_offset == 0 && l.codes_bytes == 1000 && l.scales_offset == 1000 && l.scales_bytes == 32 && l.total_bytes == 1032,
+        "layout of 1000 elements, block 128");
+  CHECK(quant_scale(127.f) == 1.f && quant_scale(0.f) == 0.f, "quant_scale");
+  CHECK(std::isfinite(127.f * quant_scale(FLT_MAX)), "127 * scale of FLT_MAX must stay finite");
+}
+
+// The compressor equals quantize(v) and v - dequantize(q) built from the reference kernels; it refuses
+// non-finite input and overflowing sums without touching the residual; load/reset; and over R rounds of
+// the same x the dequantized outputs sum to R*x - residual_R, so |mean - x| <= |residual_R| / R.
+void test_error_feedback() {
+  ThreadPool pool(2);
+  const int block = 64;
+  for (QuantIsa isa : quant_isas())
+    for (size_t n : {(size_t)0, (size_t)1, (size_t)63, (size_t)65, (size_t)100003}) {
+      const size_t nb = quant_num_blocks(n, block);
+      ErrorFeedbackCompressor c(n, block);
+      std::vector<float> r(n, 0.f);
+      std::vector<int8_t> q(n), qr(n);
+      std::vector<float> s(nb), sr(nb), v(n), d(n);
+      for (int round = 0; round < 3; ++round) {
+        auto x = quant_data(n, block, 40 + round);
+        c.compress(q.data(), s.data(), x.data(), &pool, isa);
+        for (size_t i = 0; i < n; ++i) v[i] = x[i] + r[i];
+        quantize_int8_ref(qr.data(), sr.data(), v.data(), n, block);
+        dequantize_int8_ref(d.data(), qr.data(), sr.data(), n, block);
+        for (size_t i = 0; i < n; ++i) r[i] = v[i] - d[i];
+        CHECK(same_bits(q.data(), qr.data(), n) && same_bits(s.data(), sr.data(), nb * 4),
+              "%s n=%zu round %d: compress codes/scales differ from quantize(input + residual)", quant_isa_name(isa), n, round);
+        size_t at = first_diff_f(c.residual(), r.data(), n);
+        CHECK(at == n, "%s n=%zu round %d: residual differs from v - dequant at %zu", quant_isa_name(isa), n, round, at);
+      }
+    }
+
+  // All-or-nothing refusal.
+  const size_t n = 100003;
+  const size_t nb = quant_num_blocks(n, block);
+  ErrorFeedbackCompressor c(n, block);
+  std::vector<int8_t> q(n);
+  std::vector<float> s(nb);
+  auto x = randn(n, 50);
+  c.compress(q.data(), s.data(), x.data(), &pool);
+  std::vector<float> before(c.residual(), c.residual() + n);
+  auto bad = x;
+  bad[70001] = NAN;
+  bad[90000] = INFINITY;
+  size_t got = SIZE_MAX;
+  try {
+    c.compress(q.data(), s.data(), bad.data(), &pool);
+  } catch (const NonFiniteError& e) {
+    got = e.index();
+    CHECK(!e.sum_overflow(), "NaN input is not an overflow");
+  }
+  CHECK(got == 70001, "non-finite input reported at %zu, expected 70001", got);
+  CHECK(same_bits(c.residual(), before.data(), n * 4), "the residual changed although compress refused its input");
+  // A finite input whose sum with the residual overflows.
+  std::vector<float> big(n, 1.f), rr(n, 0.f);
+  rr[5] = FLT_MAX;
+  big[5] = FLT_MAX;
+  c.load_residual(rr.data());
+  got = SIZE_MAX;
+  bool overflow = false;
+  try {
+    c.compress(q.data(), s.data(), big.data(), &pool);
+  } catch (const NonFiniteError& e) {
+    got = e.index();
+    overflow = e.sum_overflow();
+  }
+  CHECK(got == 5 && overflow, "overflowing sum reported at %zu (overflow %d), expected 5", got, overflow);
+  CHECK(same_bits(c.residual(), rr.data(), n * 4), "the residual changed although compress refused an overflowing sum");
+  rr[7] = NAN;
+  bool refused = false;
+  try {
+    c.load_residual(rr.data());
+  } catch (const NonFiniteError& e) {
+    refused = e.index() == 7;
+  }
+  CHECK(refused, "load_residual must refuse a NaN naming index 7");
+  CHECK(c.residual()[5] == FLT_MAX && c.residual()[7] == 0.f, "a refused load_residual changed the residual");
+  c.reset();
+  CHECK(std::all_of(c.residual(), c.residual() + n, [](float v) { return v == 0.f; }), "reset leaves zeros");
+
+  // Convergence of the mean: sum over R rounds of dequant = R*x - residual_R (up to fp32 rounding), and
+  // |residual_R| <= scale * (1/2 + 2^-16) with scale that of x + residual, so |mean - x| <= ~scale/(2R).
+  const int R = 200;
+  auto x2 = randn(4096 + 7, 60);
+  const size_t n2 = x2.size(), nb2 = quant_num_blocks(n2, block);
+  ErrorFeedbackCompressor c2(n2, block);
+  std::vector<int8_t> q2(n2);
+  std::vector<float> s2(nb2), d2(n2);
+  std::vector<double> sum(n2, 0.0);
+  std::vector<float> smax(nb2, 0.f);
+  for (int round = 0; round < R; ++round) {
+    c2.compress(q2.data(), s2.data(), x2.data(), &pool);
+    dequantize_int8(d2.data(), q2.data(), s2.data(), n2, block, &pool);
+    for (size_t i = 0; i < n2; ++i) sum[i] += d2[i];
+    for (size_t b = 0; b < nb2; ++b) smax[b] = std::max(smax[b], s2[b]);
+  }
+  double worst = 0;
+  for (size_t i = 0; i < n2; ++i) {
+    double err = std::fabs(sum[i] / R - x2[i]);
+    // |residual_R| <= scale/2 (+2^-16 scale), plus fp32 rounding of x + r and v - dequant each round (one
+    // ulp of the block's magnitude, about 127 * scale * 2^-24, per round, over R rounds, divided by R).
+    double bound = smax[i / block] * (0.5 + std::ldexp(1.0, -16)) / R + 2 * 127.0 * smax[i / block] * std::ldexp(1.0, -24);
+    worst = std::max(worst, err / bound);
+    if (err > bound) {
+      CHECK(false, "x[%zu]: |mean of %d rounds - x| = %g > bound %g", i, R, err, bound);
+      break;
+    }
+  }
+  std::printf("    error feedback: max |mean - x| over %d rounds is %.3g of its bound\n", R, worst);
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Test tests[] = {
+  const covenant_test::Test tests[] = {
       {"sha256", test_sha256},
       {"gemm_packed", test_gemm_packed},
       {"gemm_blas", test_gemm_blas},
@@ -363,23 +716,15 @@ int main(int argc, char** argv) {
       {"determinism", test_determinism},
       {"bad_input", test_bad_input},
       {"training_lowers_loss", test_training_lowers_loss},
+      {"quant_vs_ref", test_quant_vs_ref},
+      {"quant_error_bound", test_quant_error_bound},
+      {"quant_round_half_even", test_quant_round_half_even},
+      {"quant_zero_blocks", test_quant_zero_blocks},
+      {"quant_nonfinite", test_quant_nonfinite},
+      {"quant_threads", test_quant_threads},
+      {"quant_layout", test_quant_layout},
+      {"quant_error_feedback", test_error_feedback},
   };
-  const char* filter = argc > 1 ? argv[1] : "";
   std::printf("covenant native tests (packed GEMM ISA: %s; BLAS: %s)\n", gemm_packed_isa(), gemm_blas_info().c_str());
-  int passed = 0, failed = 0;
-  for (const auto& t : tests) {
-    if (!std::strstr(t.name, filter)) continue;
-    int before = g_failed;
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      ++g_failed;
-      std::printf("    FAIL: uncaught exception: %s\n", e.what());
-    }
-    bool ok = g_failed == before;
-    std::printf("%s %s\n", ok ? "ok  " : "FAIL", t.name);
-    (ok ? passed : failed)++;
-  }
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return covenant_test::run_tests(tests, argc, argv);
 }

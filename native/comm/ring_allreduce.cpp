@@ -1,0 +1,335 @@
+// Ring all-reduce over TCP (see covenant/comm.h). Two threads per collective: this one receives and
+// reduces slice after slice; a sender thread sends each slice as soon as the slice it depends on has
+// been received (slice k of step g needs slice k of step g-1). fp32 mode sends the partial sums as they
+// are; int8 mode requantizes each hop's fp32 sum and the all-gather forwards the owner's final int8
+// slice, which every rank (the owner too) dequantizes, so all ranks end bit-identical.
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "covenant/comm.h"
+#include "covenant/crc32c.h"
+#include "covenant/quant.h"
+#include "covenant/thread_pool.h"
+#include "frame.h"
+#include "handshake.h"
+#include "ring_plan.h"
+#include "socket.h"
+
+namespace covenant {
+
+namespace {
+
+using comm::Clock;
+using comm::FrameHeader;
+using comm::IoResult;
+using comm::IoStatus;
+using comm::io_code;
+using comm::RingPlan;
+using comm::TcpConn;
+
+
+class RingAllReduce {
+ public:
+  RingAllReduce(float* data, size_t n, const AllReduceOptions& opt, AbortToken* abort)
+      : data_(data), n_(n), opt_(opt), N_(int(opt.peers.size())), r_(opt.rank), abort_(abort),
+        int8_(opt.mode == ReduceMode::Int8), block_(size_t(opt.block_size)),
+        plan_(N_, r_, n, int8_ ? block_ : 16, opt.slice_bytes / sizeof(float)), pool_(1) {
+    pred_ = (r_ + N_ - 1) % N_;
+    succ_ = (r_ + 1) % N_;
+    timeout_ = std::chrono::milliseconds(opt.timeout_ms);
+  }
+
+  AllReduceStats run() {
+    auto t0 = Clock::now();
+    work_.assign(data_, data_ + n_);
+    if (int8_) {
+      codes_.resize(n_);
+      scales_.resize((n_ + block_ - 1) / block_);
+      // Step 0 sends this rank's own chunk, quantized.
+      size_t off = plan_.chunk_off[r_], len = plan_.chunk_len[r_];
+      quantize_int8(codes_.data() + off, scales_.data() + off / block_, work_.data() + off, len, int(block_), &pool_);
+    }
+    connect_ring();
+    std::thread sender([this] { send_loop(); });
+    try {
+      receive_loop();
+    } catch (const CommError& e) {
+      fail(e);
+    } catch (const std::exception& e) {
+      fail(CommError(prefix() + e.what(), -1, "reduce", "COMM_PROTOCOL"));
+    }
+    sender.join();
+    if (error_) {
+      to_succ_.close();
+      from_pred_.close();
+      throw *error_;
+    }
+    std::memcpy(data_, work_.data(), n_ * sizeof(float));
+    AllReduceStats st;
+    st.bytes_sent = to_succ_.bytes_sent() + from_pred_.bytes_sent();
+    st.bytes_received = to_succ_.bytes_received() + from_pred_.bytes_received();
+    to_succ_.close();
+    from_pred_.close();
+    st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    return st;
+  }
+
+ private:
+  std::string prefix() const {
+    return "all-reduce round " + std::to_string(opt_.id.round) + " attempt " + std::to_string(opt_.id.attempt) +
+           ", rank " + std::to_string(r_) + ": ";
+  }
+  std::string with_prefix(const std::string& m) const { return m.rfind("all-reduce", 0) == 0 ? m : prefix() + m; }
+  std::string phase(int g) const { return plan_.reduce_scatter(g) ? "reduce-scatter" : "all-gather"; }
+  std::string peer(int rank) const { return "rank " + std::to_string(rank) + " (" + opt_.peers[rank].str() + ")"; }
+
+  // Records the first failure, wakes the other thread and drops both connections so the neighbours
+  // notice at once.
+  void fail(const CommError& e) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!error_) error_ = std::make_unique<CommError>(e);
+      failed_ = true;
+    }
+    cv_.notify_all();
+    abort_->abort();
+    ::shutdown(to_succ_.fd(), SHUT_RDWR);
+    ::shutdown(from_pred_.fd(), SHUT_RDWR);
+  }
+
+  void connect_ring() {
+    comm::Listener listener;
+    PeerAddress bind = opt_.listen;
+    if (bind.host.empty()) bind.host = opt_.peers[r_].host;
+    if (bind.port == 0) bind.port = opt_.peers[r_].port;
+    listener.open(bind);
+    auto deadline = Clock::now() + timeout_;
+    comm::HandshakeContext to{opt_.id, &opt_.secret, r_, succ_, timeout_, abort_->wait_fd()};
+    comm::HandshakeContext from{opt_.id, &opt_.secret, r_, pred_, timeout_, abort_->wait_fd()};
+    std::unique_ptr<CommError> connect_error;
+    // Connect and accept at the same time: every rank does both, so doing them in turn would deadlock.
+    std::thread connector([&] {
+      try {
+        IoResult r = comm::connect_with_retry(opt_.peers[succ_], deadline, abort_->wait_fd(), &to_succ_);
+        if (r.status != IoStatus::Ok)
+          throw CommError(prefix() + "cannot connect to successor " + peer(succ_) + ": " + r.describe(), succ_, "connect", io_code(r.status));
+        comm::handshake_as_connector(to_succ_, to, opt_.peers[succ_]);
+      } catch (const CommError& e) {
+        connect_error = std::make_unique<CommError>(with_prefix(e.what()), e.peer_rank, e.phase, e.code);
+        abort_->abort();
+      }
+    });
+    try {
+      from_pred_ = comm::accept_predecessor(listener, from, deadline, opt_.peers[pred_], &refused_);
+    } catch (const CommError& e) {
+      abort_->abort();
+      connector.join();
+      if (connect_error && e.code == "COMM_ABORTED") throw *connect_error;
+      throw CommError(with_prefix(e.what()), e.peer_rank, e.phase, e.code);
+    }
+    connector.join();
+    if (connect_error) throw *connect_error;
+  }
+
+  size_t payload_bytes(size_t b, size_t e) const {
+    if (!int8_) return (e - b) * sizeof(float);
+    return (e - b) + ((e - b) + block_ - 1) / block_ * sizeof(float);
+  }
+
+  void send_loop() {
+    const int S = plan_.slices;
+    for (int g = 0; g < plan_.steps(); ++g) {
+      for (int k = 0; k < S; ++k) {
+        {
+          std::unique_lock<std::mutex> lock(mu_);
+          int64_t need = g == 0 ? 0 : int64_t(g - 1) * S + k + 1;
+          cv_.wait(lock, [&] { return failed_ || recv_done_ >= need; });
+          if (failed_) return;
+        }
+        int c = plan_.send_chunk(g);
+        size_t b, e;
+        plan_.slice_range(c, k, &b, &e);
+        FrameHeader h{};
+        h.magic = comm::kFrameMagic;
+        h.version = comm::kFrameVersion;
+        h.kind = uint16_t(comm::FrameKind::Data);
+        h.round = opt_.id.round;
+        h.attempt = opt_.id.attempt;
+        h.step = uint32_t(g);
+        h.slice = uint32_t(k);
+        h.length = uint32_t(payload_bytes(b, e));
+        const void* p1;
+        size_t l1, l2 = 0;
+        const void* p2 = nullptr;
+        if (int8_) {
+          p1 = codes_.data() + b;
+          l1 = e - b;
+          p2 = scales_.data() + b / block_;
+          l2 = (e - b + block_ - 1) / block_ * sizeof(float);
+        } else {
+          p1 = work_.data() + b;
+          l1 = (e - b) * sizeof(float);
+        }
+        h.crc32c = crc32c_extend(crc32c(p1, l1), p2, l2);
+        IoResult r = to_succ_.send_all(&h, sizeof(h), timeout_, abort_->wait_fd());
+        if (r.status == IoStatus::Ok && l1) r = to_succ_.send_all(p1, l1, timeout_, abort_->wait_fd());
+        if (r.status == IoStatus::Ok && l2) r = to_succ_.send_all(p2, l2, timeout_, abort_->wait_fd());
+        if (r.status != IoStatus::Ok) {
+          if (r.status == IoStatus::Aborted && failed_) return;
+          fail(CommError(prefix() + "send to successor " + peer(succ_) + " in " + phase(g) + " step " + std::to_string(g) +
+                             " slice " + std::to_string(k) + ": " + r.describe(),
+                         r.status == IoStatus::Aborted ? -1 : succ_, phase(g), io_code(r.status)));
+          return;
+        }
+      }
+    }
+  }
+
+  void receive_loop() {
+    const int S = plan_.slices;
+    std::vector<uint8_t> buf;
+    for (int g = 0; g < plan_.steps(); ++g) {
+      for (int k = 0; k < S; ++k) {
+        int c = plan_.recv_chunk(g);
+        size_t b, e;
+        plan_.slice_range(c, k, &b, &e);
+        const std::string where = " from predecessor " + peer(pred_) + " in " + phase(g) + " step " + std::to_string(g) +
+                                  " slice " + std::to_string(k);
+        FrameHeader h;
+        IoResult r = from_pred_.recv_all(&h, sizeof(h), timeout_, abort_->wait_fd());
+        if (r.status != IoStatus::Ok) {
+          if (r.status == IoStatus::Aborted && failed_) return;
+          throw CommError(prefix() + "receive" + where + ": " + r.describe(), r.status == IoStatus::Aborted ? -1 : pred_, phase(g),
+                          io_code(r.status));
+        }
+        const uint32_t want = uint32_t(payload_bytes(b, e));
+        std::string bad;
+        if (h.magic != comm::kFrameMagic || h.version != comm::kFrameVersion || h.kind != uint16_t(comm::FrameKind::Data))
+          bad = "not a data frame";
+        else if (h.round != opt_.id.round || h.attempt != opt_.id.attempt)
+          bad = "frame of another collective (round " + std::to_string(h.round) + " attempt " + std::to_string(h.attempt) + ")";
+        else if (h.step != uint32_t(g) || h.slice != uint32_t(k))
+          bad = "frame for step " + std::to_string(h.step) + " slice " + std::to_string(h.slice) + " out of order";
+        else if (h.length != want)
+          bad = "payload length " + std::to_string(h.length) + ", expected " + std::to_string(want);
+        if (!bad.empty()) throw CommError(prefix() + "rejected a frame" + where + ": " + bad, pred_, phase(g), "COMM_PROTOCOL");
+        buf.resize(want);
+        if (want) {
+          r = from_pred_.recv_all(buf.data(), want, timeout_, abort_->wait_fd());
+          if (r.status != IoStatus::Ok) {
+            if (r.status == IoStatus::Aborted && failed_) return;
+            throw CommError(prefix() + "receive" + where + ": " + r.describe(), r.status == IoStatus::Aborted ? -1 : pred_, phase(g),
+                            io_code(r.status));
+          }
+        }
+        if (crc32c(buf.data(), want) != h.crc32c)
+          throw CommError(prefix() + "rejected a frame" + where + ": payload CRC32C mismatch", pred_, phase(g), "COMM_PROTOCOL");
+        apply(g, b, e, buf.data());
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++recv_done_;
+        }
+        cv_.notify_all();
+      }
+    }
+  }
+
+  // Folds a received slice into this rank's copy.
+  void apply(int g, size_t b, size_t e, const uint8_t* payload) {
+    const size_t m = e - b;
+    if (m == 0) return;
+    const bool rs = plan_.reduce_scatter(g);
+    const bool owner_step = g == N_ - 2;  // last reduce-scatter step: this rank now holds chunk r+1's full sum
+    float* w = work_.data() + b;
+    if (!int8_) {
+      const float* in = reinterpret_cast<const float*>(payload);
+      if (rs) {
+        float* tmp = w;
+        std::vector<float> aligned;
+        if (reinterpret_cast<uintptr_t>(in) % alignof(float) != 0) {
+          aligned.assign(m, 0.f);
+          std::memcpy(aligned.data(), in, m * sizeof(float));
+          in = aligned.data();
+        }
+        for (size_t i = 0; i < m; ++i) tmp[i] += in[i];
+        if (owner_step)
+          for (size_t i = 0; i < m; ++i) tmp[i] /= float(N_);
+      } else {
+        std::memcpy(w, payload, m * sizeof(float));
+      }
+      return;
+    }
+    const size_t nb = (m + block_ - 1) / block_;
+    const int8_t* codes = reinterpret_cast<const int8_t*>(payload);
+    std::vector<float> scales(nb);
+    std::memcpy(scales.data(), payload + m, nb * sizeof(float));
+    int8_t* q = codes_.data() + b;
+    float* s = scales_.data() + b / block_;
+    if (rs) {
+      dequantize_accumulate_int8(w, codes, scales.data(), m, int(block_), &pool_);
+      if (owner_step)
+        for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
+      quantize_int8(q, s, w, m, int(block_), &pool_);
+      if (owner_step) dequantize_int8(w, q, s, m, int(block_), &pool_);
+    } else {
+      std::memcpy(q, codes, m);
+      std::memcpy(s, scales.data(), nb * sizeof(float));
+      dequantize_int8(w, q, s, m, int(block_), &pool_);
+    }
+  }
+
+  float* data_;
+  size_t n_;
+  const AllReduceOptions& opt_;
+  int N_, r_, pred_ = 0, succ_ = 0;
+  AbortToken* abort_;
+  bool int8_;
+  size_t block_;
+  RingPlan plan_;
+  ThreadPool pool_;
+  std::chrono::milliseconds timeout_;
+  std::vector<float> work_, scales_;
+  std::vector<int8_t> codes_;
+  TcpConn to_succ_, from_pred_;
+  int refused_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t recv_done_ = 0;
+  bool failed_ = false;
+  std::unique_ptr<CommError> error_;
+};
+
+void check_options(const float* data, size_t n, const AllReduceOptions& opt) {
+  auto bad = [](const std::string& m) { throw CommError(m, -1, "setup", "COMM_ARGS"); };
+  const int N = int(opt.peers.size());
+  if (N < 1) bad("peers must list at least one rank");
+  if (opt.rank < 0 || opt.rank >= N) bad("rank " + std::to_string(opt.rank) + " is outside [0, " + std::to_string(N) + ")");
+  if (opt.timeout_ms <= 0) bad("timeoutMs must be positive");
+  if (opt.mode == ReduceMode::Int8 && opt.block_size <= 0) bad("blockSize must be positive");
+  if (N > 1 && opt.secret.empty()) bad("secret must not be empty");
+  for (int i = 0; i < N; ++i)
+    if (opt.peers[i].port <= 0 || opt.peers[i].port > 65535) bad("peers[" + std::to_string(i) + "] has no valid port");
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(data[i])) bad("tensor[" + std::to_string(i) + "] is not finite (" + std::to_string(data[i]) + ")");
+}
+
+}  // namespace
+
+AllReduceStats ring_allreduce(float* data, size_t n, const AllReduceOptions& opt, AbortToken* abort) {
+  check_options(data, n, opt);
+  if (opt.peers.size() == 1) return AllReduceStats{};
+  AbortToken local;
+  RingAllReduce job(data, n, opt, abort ? abort : &local);
+  return job.run();
+}
+
+}  // namespace covenant
