@@ -9,6 +9,16 @@ const MAX_WRITE = 1 << 30;
 
 export type AtomicData = Buffer | Uint8Array | ReadonlyArray<Buffer | Uint8Array>;
 
+export interface AtomicWriteOptions {
+  /** Permission bits of the new file (default 0o644, less the umask); the temp file has them from creation. */
+  mode?: number;
+  /**
+   * Create only: publish with link(2) instead of rename(2), so an existing target is never replaced and the
+   * call fails with EEXIST (the temp file is removed). For files whose first writer must win (identity.key).
+   */
+  exclusive?: boolean;
+}
+
 function pieces(data: AtomicData): Uint8Array[] {
   if (data instanceof Uint8Array) return [data];
   if (Array.isArray(data) && data.every((p) => p instanceof Uint8Array)) return [...data];
@@ -45,12 +55,12 @@ async function fsyncDir(dir: string): Promise<void> {
 }
 
 /** Synchronous atomic write; for CLI batch jobs and small files. */
-export function writeFileAtomicSync(target: string, data: AtomicData): void {
+export function writeFileAtomicSync(target: string, data: AtomicData, options: AtomicWriteOptions = {}): void {
   const parts = pieces(data);
   const tmp = tempPath(target);
   let fd: number | undefined;
   try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
+    fd = fs.openSync(tmp, 'wx', options.mode ?? 0o644);
     for (const p of parts) {
       let done = 0;
       while (done < p.byteLength) done += fs.writeSync(fd, p, done, Math.min(p.byteLength - done, MAX_WRITE));
@@ -58,7 +68,12 @@ export function writeFileAtomicSync(target: string, data: AtomicData): void {
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = undefined;
-    fs.renameSync(tmp, target);
+    if (options.exclusive) {
+      fs.linkSync(tmp, target);
+      fs.rmSync(tmp, { force: true });
+    } else {
+      fs.renameSync(tmp, target);
+    }
   } catch (e) {
     if (fd !== undefined) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
@@ -68,12 +83,12 @@ export function writeFileAtomicSync(target: string, data: AtomicData): void {
 }
 
 /** Asynchronous atomic write; does not block the event loop while large files (checkpoints) are written. */
-export async function writeFileAtomic(target: string, data: AtomicData): Promise<void> {
+export async function writeFileAtomic(target: string, data: AtomicData, options: AtomicWriteOptions = {}): Promise<void> {
   const parts = pieces(data);
   const tmp = tempPath(target);
   let handle: fs.promises.FileHandle | undefined;
   try {
-    handle = await fs.promises.open(tmp, 'wx', 0o644);
+    handle = await fs.promises.open(tmp, 'wx', options.mode ?? 0o644);
     for (const p of parts) {
       let done = 0;
       while (done < p.byteLength) {
@@ -84,7 +99,12 @@ export async function writeFileAtomic(target: string, data: AtomicData): Promise
     await handle.sync();
     await handle.close();
     handle = undefined;
-    await fs.promises.rename(tmp, target);
+    if (options.exclusive) {
+      await fs.promises.link(tmp, target);
+      await fs.promises.rm(tmp, { force: true });
+    } else {
+      await fs.promises.rename(tmp, target);
+    }
   } catch (e) {
     await handle?.close();
     await fs.promises.rm(tmp, { force: true });
