@@ -1,9 +1,12 @@
-// Benchmarks: `npm run bench -- [gemm|attention|train|quant|all ...] [--threads N] [--quick]`: arguments and dispatch.
+// Benchmarks: `npm run bench -- [gemm|attention|train|quant|allreduce|all ...] [--threads N] [--quick]`: arguments and dispatch.
 // Each NAME writes bench/out/NAME.json = { machine, rows } (DESIGN.md, "Tests and benches") and prints a
 // table. GEMM and attention run in the native bench executable (native-bench.ts); train runs the Node
-// engine, beside the PyTorch peer (torch-peer.ts) when /usr/bin/python3 has torch. Every bench measures its
-// limit (the fp32 FMA peak at the same thread count) and puts it in its rows as impl 'limit'.
+// engine, beside the PyTorch peer (torch-peer.ts) when /usr/bin/python3 has torch; allreduce runs one node
+// process per rank (allreduce-rank.ts), beside torch's gloo, on loopback and on shaped links in network
+// namespaces (netns.ts). Every bench measures its limit (the fp32 FMA peak at the same thread count; for
+// allreduce, TCP bandwidth) and puts it in its rows as impl 'limit'.
 import { invalidParameter } from '../src/train/model-config';
+import { benchAllreduce } from './allreduce';
 import { benchAttention } from './attention';
 import { benchGemm } from './gemm';
 import { nativeBin } from './native-bench';
@@ -17,6 +20,7 @@ const BENCHES = {
   attention: benchAttention,
   train: benchTrain,
   quant: benchQuant,
+  allreduce: benchAllreduce,
 } satisfies Record<string, (opts: BenchOptions) => void | Promise<void>>;
 type BenchName = keyof typeof BENCHES;
 const NAMES = Object.keys(BENCHES) as BenchName[];

@@ -238,9 +238,16 @@ describe('all-reduce in one process', () => {
     expect(() => allReduce({ ...base, tensor: new Float64Array(4) as unknown as Float32Array })).toThrow(/tensor/);
     expect(() => allReduce({ ...base, mode: 'int4' as never })).toThrow(/mode/);
     expect(() => allReduce({ ...base, timeoutMs: 0 })).toThrow(/timeoutMs/);
-    expect(() => allReduce({ ...base, tensor: Float32Array.from([1, NaN]) })).toThrow(/tensor\[1\]/);
     expect(() => allReduce({ ...base, collectiveId: { round: -1, attempt: 0 } })).toThrow(/collectiveId\.round/);
     expect(() => allReduce({ ...base, peers: ['127.0.0.1:9', '127.0.0.1:10'], secret: '' })).toThrow(/secret/);
+  });
+
+  test('a non-finite value is refused naming its index, before any connection', async () => {
+    const base = { rank: 0, peers: ['127.0.0.1:9', '127.0.0.1:10'], collectiveId: { round: 0, attempt: 0 }, secret: 's', timeoutMs: 30000 };
+    const t0 = Date.now();
+    await expect(allReduce({ ...base, tensor: Float32Array.from([1, 2, NaN, 4]) })).rejects.toMatchObject({ code: 'COMM_ARGS', message: expect.stringMatching(/tensor\[2\] is not finite/) });
+    await expect(allReduce({ ...base, peers: ['127.0.0.1:9'], tensor: Float32Array.from([Infinity]) })).rejects.toMatchObject({ code: 'COMM_ARGS' });
+    expect(Date.now() - t0).toBeLessThan(5000);
   });
 
   test('N = 1 leaves the tensor as it is', async () => {

@@ -8,6 +8,13 @@
 //                                   [--min-seconds S]
 //   covenant_native_bench attention [--threads N] [--T 64,256,1024] [--B 4] [--C 768] [--NH 12] [--min-seconds S]
 //   covenant_native_bench quant     [--threads N] [--mib 64] [--blocks 32,64,128,256,1024] [--min-seconds S]
+//   covenant_native_bench tcp       [--mib 1024] [--chunk-kib 1024] [--reps 3] [--host 127.0.0.1]
+//
+// tcp: single-stream TCP bandwidth, the limit of the all-reduce bench: one sender thread to one receiver
+// thread over host (loopback by default) with the all-reduce's own socket code (native/comm/socket.cpp:
+// TCP_NODELAY, 4 MiB buffers, non-blocking send/recv loops with poll), moving --mib MiB per rep in
+// --chunk-kib writes; one untimed warm-up rep whose bytes are checked, then --reps timed reps. cores_busy =
+// CPU seconds of both threads (user + system, the kernel's copies included) over wall seconds.
 //
 // Timing: one untimed warm-up call, then repetitions until at least --min-seconds (default 0.3 s) and at
 // least 3 reps; `seconds` is the median rep, `seconds_min` the fastest.
@@ -16,15 +23,22 @@
 // (T,T,hs) matmuls, half of them masked away); backward 2.5x the forward (five matmuls against two), so
 // forward+backward = 3.5x the forward. Softmax and exp are not counted.
 #include <immintrin.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -36,6 +50,7 @@
 #include "covenant/quant.h"
 #include "covenant/rng.h"
 #include "covenant/thread_pool.h"
+#include "../comm/socket.h"
 
 using namespace covenant;
 
@@ -655,6 +670,121 @@ int cmd_quant(const Args& args) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// tcp: single-stream TCP bandwidth through the all-reduce's socket code (the limit of the all-reduce bench).
+
+int cmd_tcp(const Args& args) {
+  const long mib = args.integer("mib", 1024, 1, 1 << 20);
+  const long chunk_kib = args.integer("chunk-kib", 1024, 1, 1 << 20);
+  const int reps = (int)args.integer("reps", 3, 1, 1000);
+  const std::string host = args.get("host") ? *args.get("host") : "127.0.0.1";
+  const size_t chunk = (size_t)chunk_kib << 10;
+  const size_t total = (size_t)mib << 20;
+  const size_t chunks = (total + chunk - 1) / chunk;
+  const auto timeout = std::chrono::milliseconds(30000);
+
+  comm::Listener listener;
+  listener.open(PeerAddress{host, 0});
+  sockaddr_storage sa{};
+  socklen_t salen = sizeof sa;
+  if (::getsockname(listener.fd(), reinterpret_cast<sockaddr*>(&sa), &salen) != 0) fail("tcp: getsockname failed");
+  const int port = sa.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port)
+                                            : ntohs(reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+
+  comm::TcpConn out;
+  std::string connect_error;
+  std::thread connector([&] {
+    comm::IoResult r = comm::connect_with_retry(PeerAddress{host, port}, comm::Clock::now() + timeout, -1, &out);
+    if (r.status != comm::IoStatus::Ok) connect_error = r.describe();
+  });
+  pollfd p = {listener.fd(), POLLIN, 0};
+  int fd = ::poll(&p, 1, 30000) > 0 ? ::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC) : -1;
+  connector.join();
+  if (fd < 0 || !connect_error.empty()) fail("tcp: cannot connect to " + host + ":" + std::to_string(port) + " " + connect_error);
+  comm::tune_socket(fd);
+  comm::TcpConn in(fd);
+  listener.close();
+
+  // The sender writes `chunks` chunks per rep; the first 8 bytes of each carry its index, which the
+  // receiver checks in the warm-up rep (recv_all reads whole chunks, so chunk boundaries line up).
+  std::vector<uint8_t> sbuf(chunk, 0x5a), rbuf(chunk);
+  std::mutex mu;
+  std::condition_variable cv;
+  int go = -1;  // the rep the sender may start; reps + 1: stop
+  std::string send_error;
+  std::thread sender([&] {
+    for (int rep = 0; rep <= reps; ++rep) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return go >= rep; });
+        if (go > reps) return;
+      }
+      for (size_t c = 0; c < chunks; ++c) {
+        const size_t len = std::min(chunk, total - c * chunk);
+        uint64_t idx = c;
+        if (len >= 8) std::memcpy(sbuf.data(), &idx, 8);
+        comm::IoResult r = out.send_all(sbuf.data(), len, timeout, -1);
+        if (r.status != comm::IoStatus::Ok) {
+          send_error = r.describe();
+          out.close();
+          return;
+        }
+      }
+    }
+  });
+  // CPU time of both threads over the timed reps: how much of the machine one stream takes.
+  auto cpu_now = [] {
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+  };
+  auto stop = [&](const std::string& why) {
+    in.close();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      go = reps + 1;
+    }
+    cv.notify_all();
+    sender.join();
+    fail(why + (send_error.empty() ? "" : "; send: " + send_error));
+  };
+  std::vector<double> ts;
+  double cpu0 = 0;
+  for (int rep = 0; rep <= reps; ++rep) {
+    if (rep == 1) cpu0 = cpu_now();
+    auto t0 = Clock::now();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      go = rep;
+    }
+    cv.notify_all();
+    for (size_t c = 0; c < chunks; ++c) {
+      const size_t len = std::min(chunk, total - c * chunk);
+      comm::IoResult r = in.recv_all(rbuf.data(), len, timeout, -1);
+      if (r.status != comm::IoStatus::Ok) stop("tcp: receive failed: " + r.describe());
+      uint64_t idx = 0;
+      if (rep == 0 && len >= 8 && (std::memcpy(&idx, rbuf.data(), 8), idx != c))
+        stop("tcp: chunk " + std::to_string(c) + " arrived as chunk " + std::to_string(idx) + "; not timing");
+    }
+    if (rep > 0) ts.push_back(since(t0));
+  }
+  const double cpu = cpu_now() - cpu0;
+  double timed = 0;
+  for (double t : ts) timed += t;
+  sender.join();
+  std::sort(ts.begin(), ts.end());
+  const size_t n = ts.size();
+  const double median = n % 2 ? ts[n / 2] : 0.5 * (ts[n / 2 - 1] + ts[n / 2]);
+  std::fprintf(stderr, "tcp: %ld MiB per rep over %s:%d in %ld KiB writes, warm-up rep checked\n", mib, host.c_str(), port,
+               chunk_kib);
+  Row().str("impl", "limit").str("case", "tcp_loopback").str("host", host).integer("streams", 1)
+      .integer("bytes", (long long)total).integer("chunk_bytes", (long long)chunk)
+      .num("seconds", median).num("seconds_min", ts[0]).integer("reps", (int)n)
+      .num("GBps", (double)total / median / 1e9).num("cpu_seconds_per_rep", cpu / n).num("cores_busy", cpu / timed)
+      .integer("hardware_threads", ThreadPool::hardware_threads()).print();
+  return 0;
+}
+
 void usage() {
   std::fprintf(stderr,
                "usage: covenant_native_bench info\n"
@@ -664,7 +794,8 @@ void usage() {
                "       covenant_native_bench attention [--threads N] [--T 64,256,1024] [--B 4] [--C 768] "
                "[--NH 12] [--min-seconds S]\n"
                "       covenant_native_bench quant [--threads N] [--mib 64] [--blocks 32,64,128,256,1024] "
-               "[--min-seconds S]\n");
+               "[--min-seconds S]\n"
+               "       covenant_native_bench tcp [--mib 1024] [--chunk-kib 1024] [--reps 3] [--host 127.0.0.1]\n");
 }
 
 }  // namespace
@@ -683,6 +814,7 @@ int main(int argc, char** argv) {
     if (cmd == "attention")
       return cmd_attention(parse_args(argc, argv, 2, {"threads", "min-seconds", "T", "B", "C", "NH"}, {}));
     if (cmd == "quant") return cmd_quant(parse_args(argc, argv, 2, {"threads", "min-seconds", "mib", "blocks"}, {}));
+    if (cmd == "tcp") return cmd_tcp(parse_args(argc, argv, 2, {"mib", "chunk-kib", "reps", "host"}, {}));
   } catch (const std::exception& e) {
     fail(std::string(cmd) + ": " + e.what());
   }

@@ -37,6 +37,64 @@ using comm::RingPlan;
 using comm::TcpConn;
 
 
+// Work buffers are reused across collectives: a fresh n-float buffer per call costs a page fault per 4 KiB.
+// At most kPoolSize buffers are kept.
+class WorkBufferPool {
+ public:
+  struct Buffer {
+    std::unique_ptr<float[]> data;
+    size_t capacity = 0;
+  };
+  static Buffer acquire(size_t n) {
+    std::lock_guard<std::mutex> lock(mu());
+    auto& free = list();
+    for (size_t i = 0; i < free.size(); ++i) {
+      if (free[i].capacity >= n) {
+        Buffer b = std::move(free[i]);
+        free.erase(free.begin() + long(i));
+        return b;
+      }
+    }
+    return Buffer{std::unique_ptr<float[]>(new float[std::max<size_t>(n, 1)]), std::max<size_t>(n, 1)};
+  }
+  static void release(Buffer b) {
+    std::lock_guard<std::mutex> lock(mu());
+    auto& free = list();
+    free.push_back(std::move(b));
+    if (free.size() > kPoolSize) free.erase(free.begin());
+  }
+
+ private:
+  static constexpr size_t kPoolSize = 2;
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<Buffer>& list() {
+    static std::vector<Buffer> l;
+    return l;
+  }
+};
+
+// Copies src into dst and tells whether every value is finite, in one vectorizable pass.
+bool copy_all_finite(float* dst, const float* src, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, src + i, 4);
+    bad |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
+    dst[i] = src[i];
+  }
+  return bad == 0;
+}
+
+[[noreturn]] void throw_not_finite(const float* data, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(data[i]))
+      throw CommError("tensor[" + std::to_string(i) + "] is not finite (" + std::to_string(data[i]) + ")", -1, "setup", "COMM_ARGS");
+  throw CommError("tensor holds a non-finite value", -1, "setup", "COMM_ARGS");
+}
+
 class RingAllReduce {
  public:
   RingAllReduce(float* data, size_t n, const AllReduceOptions& opt, AbortToken* abort)
@@ -50,13 +108,15 @@ class RingAllReduce {
 
   AllReduceStats run() {
     auto t0 = Clock::now();
-    work_.assign(data_, data_ + n_);
+    buffer_ = WorkBufferPool::acquire(n_);
+    work_ = buffer_.data.get();
+    if (!copy_all_finite(work_, data_, n_)) throw_not_finite(data_, n_);
     if (int8_) {
       codes_.resize(n_);
       scales_.resize((n_ + block_ - 1) / block_);
       // Step 0 sends this rank's own chunk, quantized.
       size_t off = plan_.chunk_off[r_], len = plan_.chunk_len[r_];
-      quantize_int8(codes_.data() + off, scales_.data() + off / block_, work_.data() + off, len, int(block_), &pool_);
+      quantize_int8(codes_.data() + off, scales_.data() + off / block_, work_ + off, len, int(block_), &pool_);
     }
     connect_ring();
     std::thread sender([this] { send_loop(); });
@@ -68,12 +128,14 @@ class RingAllReduce {
       fail(CommError(prefix() + e.what(), -1, "reduce", "COMM_PROTOCOL"));
     }
     sender.join();
+    if (!error_) std::memcpy(data_, work_, n_ * sizeof(float));
+    work_ = nullptr;
+    WorkBufferPool::release(std::move(buffer_));
     if (error_) {
       to_succ_.close();
       from_pred_.close();
       throw *error_;
     }
-    std::memcpy(data_, work_.data(), n_ * sizeof(float));
     AllReduceStats st;
     st.bytes_sent = to_succ_.bytes_sent() + from_pred_.bytes_sent();
     st.bytes_received = to_succ_.bytes_received() + from_pred_.bytes_received();
@@ -176,7 +238,7 @@ class RingAllReduce {
           p2 = scales_.data() + b / block_;
           l2 = (e - b + block_ - 1) / block_ * sizeof(float);
         } else {
-          p1 = work_.data() + b;
+          p1 = work_ + b;
           l1 = (e - b) * sizeof(float);
         }
         h.crc32c = crc32c_extend(crc32c(p1, l1), p2, l2);
@@ -222,18 +284,21 @@ class RingAllReduce {
         else if (h.length != want)
           bad = "payload length " + std::to_string(h.length) + ", expected " + std::to_string(want);
         if (!bad.empty()) throw CommError(prefix() + "rejected a frame" + where + ": " + bad, pred_, phase(g), "COMM_PROTOCOL");
-        buf.resize(want);
+        // fp32 all-gather slices land straight in the work buffer (it is a copy; a bad frame fails anyway).
+        const bool direct = !int8_ && !plan_.reduce_scatter(g);
+        buf.resize(direct ? 0 : want);
+        uint8_t* dst = direct ? reinterpret_cast<uint8_t*>(work_ + b) : buf.data();
         if (want) {
-          r = from_pred_.recv_all(buf.data(), want, timeout_, abort_->wait_fd());
+          r = from_pred_.recv_all(dst, want, timeout_, abort_->wait_fd());
           if (r.status != IoStatus::Ok) {
             if (r.status == IoStatus::Aborted && failed_) return;
             throw CommError(prefix() + "receive" + where + ": " + r.describe(), r.status == IoStatus::Aborted ? -1 : pred_, phase(g),
                             io_code(r.status));
           }
         }
-        if (crc32c(buf.data(), want) != h.crc32c)
+        if (crc32c(dst, want) != h.crc32c)
           throw CommError(prefix() + "rejected a frame" + where + ": payload CRC32C mismatch", pred_, phase(g), "COMM_PROTOCOL");
-        apply(g, b, e, buf.data());
+        if (!direct) apply(g, b, e, buf.data());
         {
           std::lock_guard<std::mutex> lock(mu_);
           ++recv_done_;
@@ -249,7 +314,7 @@ class RingAllReduce {
     if (m == 0) return;
     const bool rs = plan_.reduce_scatter(g);
     const bool owner_step = g == N_ - 2;  // last reduce-scatter step: this rank now holds chunk r+1's full sum
-    float* w = work_.data() + b;
+    float* w = work_ + b;
     if (!int8_) {
       const float* in = reinterpret_cast<const float*>(payload);
       if (rs) {
@@ -297,7 +362,9 @@ class RingAllReduce {
   RingPlan plan_;
   ThreadPool pool_;
   std::chrono::milliseconds timeout_;
-  std::vector<float> work_, scales_;
+  WorkBufferPool::Buffer buffer_;
+  float* work_ = nullptr;
+  std::vector<float> scales_;
   std::vector<int8_t> codes_;
   TcpConn to_succ_, from_pred_;
   int refused_ = 0;
@@ -318,15 +385,17 @@ void check_options(const float* data, size_t n, const AllReduceOptions& opt) {
   if (N > 1 && opt.secret.empty()) bad("secret must not be empty");
   for (int i = 0; i < N; ++i)
     if (opt.peers[i].port <= 0 || opt.peers[i].port > 65535) bad("peers[" + std::to_string(i) + "] has no valid port");
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(data[i])) bad("tensor[" + std::to_string(i) + "] is not finite (" + std::to_string(data[i]) + ")");
 }
 
 }  // namespace
 
 AllReduceStats ring_allreduce(float* data, size_t n, const AllReduceOptions& opt, AbortToken* abort) {
   check_options(data, n, opt);
-  if (opt.peers.size() == 1) return AllReduceStats{};
+  if (opt.peers.size() == 1) {
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(data[i])) throw_not_finite(data, n);
+    return AllReduceStats{};
+  }
   AbortToken local;
   RingAllReduce job(data, n, opt, abort ? abort : &local);
   return job.run();

@@ -159,6 +159,7 @@ IoResult connect_with_retry(const PeerAddress& addr, Clock::time_point deadline,
   socklen_t salen;
   if (!resolve(addr, false, &sa, &salen)) return {IoStatus::Error, EHOSTUNREACH};
   int last_err = ECONNREFUSED;
+  int backoff_ms = 1;  // the successor usually listens within a few ms: start short, cap at 20 ms
   while (Clock::now() < deadline) {
     int fd = ::socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return {IoStatus::Error, errno};
@@ -186,8 +187,9 @@ IoResult connect_with_retry(const PeerAddress& addr, Clock::time_point deadline,
     if (last_err != ECONNREFUSED && last_err != ECONNRESET && last_err != ETIMEDOUT) return {IoStatus::Error, last_err};
     // The peer is not listening yet: retry shortly, still watching for an abort.
     pollfd p = {abort_fd, POLLIN, 0};
-    if (abort_fd >= 0 && ::poll(&p, 1, 20) > 0) return {IoStatus::Aborted, 0};
-    if (abort_fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (abort_fd >= 0 && ::poll(&p, 1, backoff_ms) > 0) return {IoStatus::Aborted, 0};
+    if (abort_fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    backoff_ms = std::min(20, backoff_ms * 2);
   }
   return {IoStatus::Timeout, last_err};
 }
