@@ -43,6 +43,16 @@ void test_crc32c() {
   const char* msg = "The quick brown fox jumps over the lazy dog";
   uint32_t whole = crc32c(msg, std::strlen(msg));
   CHECK(crc32c_extend(crc32c(msg, 10), msg + 10, std::strlen(msg) - 10) == whole, "extend in pieces");
+  // Large buffers take the three-chain path: it must agree with byte-at-a-time extension.
+  Rng g(5);
+  std::vector<uint8_t> big(300000);
+  for (auto& b : big) b = uint8_t(g.next_u64());
+  for (size_t len : {size_t(12287), size_t(12288), size_t(12289), size_t(40000), size_t(262147), size_t(300000)}) {
+    uint32_t bytewise = 0;
+    for (size_t i = 0; i < len; ++i) bytewise = crc32c_extend(bytewise, big.data() + i, 1);
+    CHECK(crc32c(big.data(), len) == bytewise, "len %zu: three-chain %08x vs bytewise %08x", len, crc32c(big.data(), len), bytewise);
+    CHECK(crc32c_extend(crc32c(big.data(), 7), big.data() + 7, len - 7) == bytewise, "len %zu: extend after 7 bytes", len);
+  }
 }
 
 void test_hmac() {
