@@ -76,14 +76,13 @@ class WorkBufferPool {
   }
 };
 
-// Copies src into dst and tells whether every value is finite, in one vectorizable pass.
-bool copy_all_finite(float* dst, const float* src, size_t n) {
+// Tells whether every value is finite, in one vectorizable pass (no branch per element).
+bool all_finite(const float* src, size_t n) {
   uint32_t bad = 0;
   for (size_t i = 0; i < n; ++i) {
     uint32_t bits;
     std::memcpy(&bits, src + i, 4);
     bad |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
-    dst[i] = src[i];
   }
   return bad == 0;
 }
@@ -110,13 +109,15 @@ class RingAllReduce {
     auto t0 = Clock::now();
     buffer_ = WorkBufferPool::acquire(n_);
     work_ = buffer_.data.get();
-    if (!copy_all_finite(work_, data_, n_)) throw_not_finite(data_, n_);
+    // The caller's tensor is only read until the very end; sums and received chunks go to work_, which is
+    // copied back on success, so a failure leaves the tensor untouched.
+    if (!all_finite(data_, n_)) throw_not_finite(data_, n_);
     if (int8_) {
       codes_.resize(n_);
       scales_.resize((n_ + block_ - 1) / block_);
       // Step 0 sends this rank's own chunk, quantized.
       size_t off = plan_.chunk_off[r_], len = plan_.chunk_len[r_];
-      quantize_int8(codes_.data() + off, scales_.data() + off / block_, work_ + off, len, int(block_), &pool_);
+      quantize_int8(codes_.data() + off, scales_.data() + off / block_, data_ + off, len, int(block_), &pool_);
     }
     connect_ring();
     std::thread sender([this] { send_loop(); });
@@ -238,7 +239,7 @@ class RingAllReduce {
           p2 = scales_.data() + b / block_;
           l2 = (e - b + block_ - 1) / block_ * sizeof(float);
         } else {
-          p1 = work_ + b;
+          p1 = (g == 0 ? data_ : work_) + b;  // step 0 sends this rank's own values
           l1 = (e - b) * sizeof(float);
         }
         h.crc32c = crc32c_extend(crc32c(p1, l1), p2, l2);
@@ -318,16 +319,16 @@ class RingAllReduce {
     if (!int8_) {
       const float* in = reinterpret_cast<const float*>(payload);
       if (rs) {
-        float* tmp = w;
+        const float* own = data_ + b;
         std::vector<float> aligned;
         if (reinterpret_cast<uintptr_t>(in) % alignof(float) != 0) {
           aligned.assign(m, 0.f);
           std::memcpy(aligned.data(), in, m * sizeof(float));
           in = aligned.data();
         }
-        for (size_t i = 0; i < m; ++i) tmp[i] += in[i];
+        for (size_t i = 0; i < m; ++i) w[i] = own[i] + in[i];
         if (owner_step)
-          for (size_t i = 0; i < m; ++i) tmp[i] /= float(N_);
+          for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
       } else {
         std::memcpy(w, payload, m * sizeof(float));
       }
@@ -340,7 +341,10 @@ class RingAllReduce {
     int8_t* q = codes_.data() + b;
     float* s = scales_.data() + b / block_;
     if (rs) {
-      dequantize_accumulate_int8(w, codes, scales.data(), m, int(block_), &pool_);
+      // w = dequant(received) + own: the same bits as own + dequant (IEEE addition commutes).
+      dequantize_int8(w, codes, scales.data(), m, int(block_), &pool_);
+      const float* own = data_ + b;
+      for (size_t i = 0; i < m; ++i) w[i] += own[i];
       if (owner_step)
         for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
       quantize_int8(q, s, w, m, int(block_), &pool_);
