@@ -250,6 +250,26 @@ describe('all-reduce in one process', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
   });
 
+  test('terminating a worker thread with a collective in flight aborts it without crashing the process', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const ports = await freePorts(2);
+    const nativeJs = path.resolve(__dirname, '..', 'src', 'native.js');
+    const code = `
+      const { startAllReduce } = require(${JSON.stringify(nativeJs)});
+      const { parentPort } = require('node:worker_threads');
+      startAllReduce({ rank: 0, peers: ${JSON.stringify(peersOf(ports))}, tensor: new Float32Array(1000),
+        collectiveId: { round: 1, attempt: 0 }, secret: 's', timeoutMs: 30000 }).promise.catch(() => {});
+      parentPort.postMessage('started');`;
+    const w = new Worker(code, { eval: true });
+    await new Promise((resolve) => w.once('message', resolve));
+    await new Promise((r) => setTimeout(r, 100));
+    await w.terminate();
+    // This process is still here, and a collective still works.
+    const t = Float32Array.from([5]);
+    await allReduce({ rank: 0, peers: ['127.0.0.1:9'], tensor: t, collectiveId: { round: 0, attempt: 0 }, secret: '' });
+    expect(t[0]).toBe(5);
+  });
+
   test('N = 1 leaves the tensor as it is', async () => {
     const t = Float32Array.from([1, 2, 3]);
     await allReduce({ rank: 0, peers: ['127.0.0.1:9'], tensor: t, collectiveId: { round: 0, attempt: 0 }, secret: '' });

@@ -31,7 +31,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeCompressor", covenant_addon::CompressorWrap::Define(env));
   exports.Set("allReduceStart", Napi::Function::New(env, covenant_addon::AllReduceStart));
   // A collective still running when Node tears the environment down is aborted, so its thread ends.
-  env.AddCleanupHook([] { covenant_addon::AbortAllCollectives(); });
+  env.AddCleanupHook([e = napi_env(env)] { covenant_addon::AbortAllCollectives(e); });
   return exports;
 }
 

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <memory>
+#include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -16,8 +18,15 @@ namespace covenant_addon {
 
 namespace {
 
+// Collectives in flight per environment (the main thread's and each worker thread's). A collective's
+// thread must be done with its thread-safe function before its environment is torn down.
+struct EnvCollectives {
+  std::set<std::shared_ptr<covenant::AbortToken>> tokens;
+  int threads = 0;
+};
 std::mutex g_mu;
-std::set<std::shared_ptr<covenant::AbortToken>>* g_running = new std::set<std::shared_ptr<covenant::AbortToken>>();
+std::condition_variable g_idle;
+std::map<napi_env, EnvCollectives>* g_running = new std::map<napi_env, EnvCollectives>();
 
 [[noreturn]] void type_error(Napi::Env env, const std::string& m) { throw Napi::TypeError::New(env, m); }
 [[noreturn]] void range_error(Napi::Env env, const std::string& m) { throw Napi::RangeError::New(env, m); }
@@ -57,16 +66,19 @@ struct Job {
   Napi::Promise::Deferred deferred;
   Napi::ThreadSafeFunction tsfn;
   Outcome outcome;
-  explicit Job(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+  napi_env env;
+  explicit Job(Napi::Env e) : deferred(Napi::Promise::Deferred::New(e)), env(e) {}
 };
 
 void settle(Napi::Env env, Napi::Function, Job* job) {
-  std::unique_ptr<Job> owned(job);
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    g_running->erase(job->token);
+    (*g_running)[job->env].tokens.erase(job->token);
   }
+  // Called without an environment while Node tears down: the JS references can no longer be released,
+  // so the job is left to the exiting process.
   if (env == nullptr) return;
+  std::unique_ptr<Job> owned(job);
   if (job->outcome.ok) {
     Napi::Object r = Napi::Object::New(env);
     r.Set("seconds", job->outcome.stats.seconds);
@@ -81,14 +93,18 @@ void settle(Napi::Env env, Napi::Function, Job* job) {
     job->deferred.Reject(e.Value());
   }
   job->tensor.Reset();
-  job->tsfn.Release();
 }
 
 }  // namespace
 
-void AbortAllCollectives() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  for (const auto& t : *g_running) t->abort();
+void AbortAllCollectives(napi_env env) {
+  std::unique_lock<std::mutex> lock(g_mu);
+  EnvCollectives& mine = (*g_running)[env];
+  for (const auto& t : mine.tokens) t->abort();
+  // An aborted collective ends within milliseconds; wait for its thread so that it never calls into a
+  // torn-down environment.
+  g_idle.wait_for(lock, std::chrono::seconds(30), [&] { return mine.threads == 0; });
+  g_running->erase(env);
 }
 
 Napi::Value AllReduceStart(const Napi::CallbackInfo& info) {
@@ -136,7 +152,9 @@ Napi::Value AllReduceStart(const Napi::CallbackInfo& info) {
              }));
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    g_running->insert(job->token);
+    EnvCollectives& mine = (*g_running)[napi_env(env)];
+    mine.tokens.insert(job->token);
+    ++mine.threads;
   }
   Job* raw = job.release();
   std::thread([raw] {
@@ -153,7 +171,15 @@ Napi::Value AllReduceStart(const Napi::CallbackInfo& info) {
       raw->outcome.code = "COMM_IO";
       raw->outcome.phase = "setup";
     }
-    raw->tsfn.BlockingCall(raw, settle);
+    // The handle is copied first: settle() may delete the job before this thread releases it. While Node
+    // tears the environment down the call is refused (napi_closing) and the job is left to the exit.
+    Napi::ThreadSafeFunction tsfn = raw->tsfn;
+    napi_env owner = raw->env;
+    tsfn.BlockingCall(raw, settle);
+    tsfn.Release();
+    std::lock_guard<std::mutex> lock(g_mu);
+    --(*g_running)[owner].threads;
+    g_idle.notify_all();
   }).detach();
   return handle;
 }

@@ -7,7 +7,8 @@ namespace covenant_addon {
 
 // allReduceStart(tensor, options) -> { promise, abort() }
 Napi::Value AllReduceStart(const Napi::CallbackInfo& info);
-// Aborts every collective still running (the addon's cleanup hook calls it at environment teardown).
-void AbortAllCollectives();
+// Aborts the environment's collectives still running and waits for their threads (the addon's cleanup
+// hook calls it at environment teardown).
+void AbortAllCollectives(napi_env env);
 
 }  // namespace covenant_addon
