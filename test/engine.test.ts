@@ -139,4 +139,21 @@ describe('Engine', () => {
     big.dispose();
     expect(ticks).toBeGreaterThan(2);
   });
+
+  test('terminating a worker thread while its engine is stepping does not crash the process', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const nativeJs = require('node:path').resolve(__dirname, '..', 'src', 'native.js');
+    const code = `
+      const { Engine } = require(${JSON.stringify(nativeJs)});
+      const { parentPort } = require('node:worker_threads');
+      const e = Engine.create({ model: { vocabSize: 512, maxSeqLen: 64, numLayers: 4, numHeads: 4, channels: 128 }, threads: 1 });
+      e.step(new Int32Array(8 * 65).fill(3), 8, 64, { lr: 1e-3 }).then(() => {});
+      parentPort.postMessage('stepping');`;
+    const w = new Worker(code, { eval: true });
+    await new Promise((resolve) => w.once('message', resolve));
+    await new Promise((r) => setTimeout(r, 30));
+    await w.terminate();
+    const r = await eng.evalLoss(tokens(1, 8, 2), 1, 8);
+    expect(Number.isFinite(r)).toBe(true);
+  });
 });

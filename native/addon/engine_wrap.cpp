@@ -71,13 +71,21 @@ class Job : public Napi::AsyncWorker {
       SetError(e.what());
     }
   }
+  // While Node tears the environment down (a worker thread terminated mid-step) no JS value can be made:
+  // the promise is left unsettled instead of letting the exception end the process.
   void OnOK() override {
     *busy_ = false;
-    deferred_.Resolve(done_(Env()));
+    try {
+      deferred_.Resolve(done_(Env()));
+    } catch (const Napi::Error&) {
+    }
   }
   void OnError(const Napi::Error& e) override {
     *busy_ = false;
-    deferred_.Reject(e.Value());
+    try {
+      deferred_.Reject(e.Value());
+    } catch (const Napi::Error&) {
+    }
   }
 
  private:

@@ -140,16 +140,23 @@ class QuantJob : public Napi::AsyncWorker {
     }
   }
 
+  // During environment teardown no JS value can be made: leave the promise unsettled, never throw.
   void OnOK() override {
     if (busy_) *busy_ = false;
     Napi::Env env = Env();
-    if (range_) deferred_.Reject(Napi::RangeError::New(env, msg_).Value());
-    else if (failed_) deferred_.Reject(Napi::Error::New(env, msg_).Value());
-    else deferred_.Resolve(done_(env, keep_));
+    try {
+      if (range_) deferred_.Reject(Napi::RangeError::New(env, msg_).Value());
+      else if (failed_) deferred_.Reject(Napi::Error::New(env, msg_).Value());
+      else deferred_.Resolve(done_(env, keep_));
+    } catch (const Napi::Error&) {
+    }
   }
   void OnError(const Napi::Error& e) override {
     if (busy_) *busy_ = false;
-    deferred_.Reject(e.Value());
+    try {
+      deferred_.Reject(e.Value());
+    } catch (const Napi::Error&) {
+    }
   }
 
  private:
