@@ -17,16 +17,7 @@ import { checkAddress, Membership, MembershipEvent, UNKNOWN_PEER_REASON } from '
 import { CoordinatorMethods, coordinatorService } from '../src/swarm/proto';
 import { RpcError } from '../src/swarm/rpc-error';
 import { RequestVerifier } from '../src/swarm/signed-request';
-
-function refusal(fn: () => unknown): RpcError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(RpcError);
-    return e as RpcError;
-  }
-  throw new Error('expected a refusal');
-}
+import { refusal } from './helpers/refusal';
 
 describe('Membership (fake clock)', () => {
   let now: number;

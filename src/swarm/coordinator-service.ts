@@ -8,7 +8,8 @@ import type { MembershipMetrics } from '../metrics/membership';
 import { invalidParameter } from '../train/model-config';
 import { Handlers } from './grpc-server';
 import { Membership, MembershipEvent, UNKNOWN_PEER_REASON } from './membership';
-import { CoordinatorMethods, HeartbeatRequest, JoinRequest, LeaveRequest } from './proto';
+import { Compression, CoordinatorMethods, GetPlanRequest, HeartbeatRequest, JoinRequest, LeaveRequest, ReportRoundRequest, RoundVerdict } from './proto';
+import { PlannerEvent, ReportVerdict, RoundPlanner } from './round-planner';
 import { RpcError } from './rpc-error';
 
 /** The run's current state as the membership handlers report it (rounds come from the round logic later). */
@@ -132,6 +133,131 @@ export function createCoordinatorHandlers(
     leave(req: LeaveRequest, ctx) {
       membership.leave(ctx.peer.peerId, req.reason);
       return {};
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Rounds: GetPlan and ReportRound over a RoundPlanner (round-planner.ts has the rules).
+
+/** The run's hyper-parameters every plan carries. */
+export interface RoundServiceOptions {
+  /** Inner steps per round (H). */
+  innerSteps: number;
+  compression: Compression;
+  /** int8 quantization block. */
+  blockSize: number;
+  allreduceTimeoutMs: number;
+  /** When given, a caller that is not a member (never joined, left, dropped) gets NOT_FOUND 'unknown-peer': Join. */
+  membership?: Membership;
+  logger?: Logger;
+}
+
+/** A RoundPlanner event sink that logs round.plan / round.replan / round.commit / round.abandon lines. */
+export function plannerEventSink(logger?: Logger): (event: PlannerEvent) => void {
+  return (event) => {
+    switch (event.type) {
+      case 'plan':
+        logger?.info('round.plan', { round: event.round, attempt: event.attempt, ring: event.ring.map((m) => m.peerId) });
+        break;
+      case 'replan':
+        logger?.warn('round.replan', { round: event.round, attempt: event.attempt, ring: event.ring.map((m) => m.peerId), removed: event.removed, reason: event.reason });
+        break;
+      case 'commit':
+        logger?.info('round.commit', {
+          round: event.round,
+          attempt: event.attempt,
+          thetaSha256: event.thetaSha256,
+          resync: [...event.verdicts].filter(([, v]) => v === 'resync').map(([p]) => p),
+        });
+        break;
+      case 'abandon':
+        logger?.warn('round.abandon', { round: event.round, attempt: event.attempt, reason: event.reason });
+        break;
+    }
+  };
+}
+
+const VERDICTS: Readonly<Record<ReportVerdict, RoundVerdict>> = {
+  accepted: 'ROUND_VERDICT_ACCEPTED',
+  committed: 'ROUND_VERDICT_COMMITTED',
+  replan: 'ROUND_VERDICT_REPLAN',
+  resync: 'ROUND_VERDICT_RESYNC',
+};
+
+/**
+ * GetPlan and ReportRound over `planner`. GetPlan: PENDING (with retry_after_ms) until the members are
+ * fixed; READY with the ring, the caller's rank and the all-reduce secret for a member; NOT_MEMBER (no
+ * ring, no secret) for anyone else, or for a round that is already over; request round 0 means the current
+ * round. ReportRound: COMPLETED → the hash report, ALLREDUCE_FAILED → a re-plan without the peer at
+ * failure.peer_rank (if the rank names one of the attempt's ring), ABANDONED → a re-plan without the
+ * reporter; a report from a peer outside the round is PERMISSION_DENIED 'not-in-round'.
+ */
+export function createRoundHandlers(planner: RoundPlanner, opts: RoundServiceOptions): Pick<Handlers<CoordinatorMethods>, 'getPlan' | 'reportRound'> {
+  if (!(planner instanceof RoundPlanner)) throw new TypeError(invalidParameter('planner', 'a RoundPlanner', planner));
+  for (const k of ['innerSteps', 'blockSize', 'allreduceTimeoutMs'] as const) {
+    const v = opts[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new RangeError(invalidParameter(k, 'a positive integer', v));
+  }
+  const knownPeer = (peerId: string) => {
+    if (opts.membership && !opts.membership.has(peerId)) {
+      throw new RpcError(grpc.status.NOT_FOUND, `peer ${peerId} is not a member (never joined, left, or dropped for missed heartbeats); Join again`, UNKNOWN_PEER_REASON);
+    }
+  };
+
+  return {
+    getPlan(req: GetPlanRequest, ctx) {
+      knownPeer(ctx.peer.peerId);
+      const view = planner.getPlan(ctx.peer.peerId, req.round);
+      switch (view.status) {
+        case 'pending':
+          return { status: 'PLAN_STATUS_PENDING', retryAfterMs: view.retryAfterMs, id: { round: view.round, attempt: 0 } };
+        case 'not-member':
+          return { status: 'PLAN_STATUS_NOT_MEMBER', id: { round: view.round, attempt: view.attempt } };
+        case 'ready':
+          return {
+            status: 'PLAN_STATUS_READY',
+            id: view.id,
+            ring: view.ring,
+            rank: view.rank,
+            allreduceSecret: view.secret,
+            deadlineMs: view.deadlineMs,
+            thetaSha256: view.thetaSha256,
+            innerSteps: opts.innerSteps,
+            compression: opts.compression,
+            blockSize: opts.blockSize,
+            allreduceTimeoutMs: opts.allreduceTimeoutMs,
+          };
+      }
+    },
+
+    reportRound(req: ReportRoundRequest, ctx) {
+      const peerId = ctx.peer.peerId;
+      if (!req.id) throw new RpcError(grpc.status.INVALID_ARGUMENT, 'ReportRound needs the collective id of the plan it is about', 'no-collective-id');
+      const { round, attempt } = req.id;
+      let verdict: ReportVerdict;
+      switch (req.outcome) {
+        case 'ROUND_OUTCOME_COMPLETED':
+          verdict = planner.reportHash(peerId, round, req.thetaSha256, attempt).verdict;
+          break;
+        case 'ROUND_OUTCOME_ALLREDUCE_FAILED': {
+          const suspects: string[] = [];
+          const rank = req.failure?.peerRank ?? -1;
+          const view = planner.getPlan(peerId, round);
+          if (rank >= 0 && view.status === 'ready' && view.id.attempt === attempt && rank < view.ring.length && view.ring[rank].peerId !== peerId) {
+            suspects.push(view.ring[rank].peerId);
+          }
+          opts.logger?.warn('round.failure', { peerId, round, attempt, code: req.failure?.code ?? '', phase: req.failure?.phase ?? '', peerRank: rank, suspects });
+          verdict = planner.reportFailure(peerId, round, attempt, suspects).verdict;
+          break;
+        }
+        case 'ROUND_OUTCOME_ABANDONED':
+          verdict = planner.reportFailure(peerId, round, attempt, [peerId]).verdict;
+          break;
+        default:
+          throw new RpcError(grpc.status.INVALID_ARGUMENT, `ReportRound outcome ${JSON.stringify(req.outcome)} is not one of COMPLETED, ALLREDUCE_FAILED, ABANDONED`, 'bad-outcome');
+      }
+      return { verdict: VERDICTS[verdict], committedRound: planner.committedRound };
     },
   };
 }
