@@ -2,6 +2,7 @@
 // covenant command line: dispatches to one module per command and maps errors to exit codes
 // (0 success, 1 failure, 2 usage mistake).
 import { UsageError } from './args';
+import { runCoordinator } from './coordinator';
 import { runDataPrepare } from './data-prepare';
 import { runDemo } from './demo';
 import { runSample } from './sample';
@@ -14,6 +15,7 @@ usage:
   covenant data prepare --input PATH... --tokenizer gpt2|bytes --out DIR   tokenize text into shards
   covenant train --data DIR --out DIR [--preset tiny|small|gpt2]           train locally
   covenant sample --checkpoint FILE --prompt TEXT                          generate text
+  covenant coordinator --config FILE --state DIR [--listen HOST:PORT]      serve a run (members, plans, state)
   covenant demo                                                            Brown corpus, small model, a sample
   covenant version
 
@@ -26,6 +28,8 @@ async function main(argv: string[]): Promise<number> {
       return runTrain(rest);
     case 'sample':
       return runSample(rest);
+    case 'coordinator':
+      return runCoordinator(rest);
     case 'demo':
       return runDemo(rest);
     case 'data':

@@ -1,5 +1,6 @@
 // `covenant train` settings: one schema, parsed from a config file and then overridden by flags, with
 // messages that name the bad field.
+import { checkNumberFields, NumberLimit } from '../number-limits';
 import fs from 'node:fs';
 import { errorMessage } from '../errors';
 import { invalidParameter, ModelConfig, parseModelConfig, PRESETS } from './model-config';
@@ -56,7 +57,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'data' | 'outDir'> = {
 
 type NumericKey = { [K in keyof TrainConfig]: TrainConfig[K] extends number ? K : never }[keyof TrainConfig];
 
-const LIMITS: Record<NumericKey, { int: boolean; min: number; max?: number; below?: number }> = {
+const LIMITS: Record<NumericKey, NumberLimit> = {
   steps: { int: true, min: 1 },
   batchSize: { int: true, min: 1, max: 1 << 16 },
   seqLen: { int: true, min: 1, max: 1 << 16 },
@@ -83,13 +84,7 @@ export function parseTrainConfig(raw: Record<string, unknown>, where = 'config')
     if (!known.has(k)) throw new TypeError(`Unknown field ${where}.${k} (known: ${[...known].join(', ')})`);
   }
   const merged: Record<string, unknown> = { ...TRAIN_DEFAULTS, ...Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)) };
-  for (const [key, lim] of Object.entries(LIMITS) as Array<[NumericKey, (typeof LIMITS)[NumericKey]]>) {
-    const v = merged[key];
-    const expected = `${lim.int ? 'an integer' : 'a number'} >= ${lim.min}${lim.max !== undefined ? ` and <= ${lim.max}` : ''}${lim.below !== undefined ? ` and < ${lim.below}` : ''}`;
-    if (typeof v !== 'number') throw new TypeError(invalidParameter(`${where}.${key}`, expected, v));
-    const bad = !Number.isFinite(v) || (lim.int && !Number.isInteger(v)) || v < lim.min || (lim.max !== undefined && v > lim.max) || (lim.below !== undefined && v >= lim.below);
-    if (bad) throw new RangeError(invalidParameter(`${where}.${key}`, expected, v));
-  }
+  checkNumberFields(merged, LIMITS, where);
   for (const key of ['data', 'outDir'] as const) {
     const v = merged[key];
     if (typeof v !== 'string' || v === '') throw new TypeError(invalidParameter(`${where}.${key}`, 'a path', v));

@@ -1,0 +1,203 @@
+// The coordinator process: loads (or initializes and saves) the committed global state from its state
+// directory, opens the round log, and serves the Coordinator service (Join, Heartbeat, Leave, GetPlan,
+// ReportRound, FetchState) behind SignedServer, with timers that drop silent members and move the round
+// planner along, and optionally /metrics, /healthz and /readyz.
+//
+// Not here yet: committing a round's new θ (the outer step over the members' reported Δ). The planner's
+// decisions are logged and counted, but the committed global state stays as loaded.
+import { Logger } from '../log';
+import { CoordinatorMetrics, initCoordinatorMetrics } from '../metrics';
+import { ListenAddress, MetricsServer } from '../metrics/http';
+import { Engine } from '../native';
+import { numParams } from '../train/param-layout';
+import { createCoordinatorHandlers, createRoundHandlers, membershipEventSink, plannerEventSink } from './coordinator-service';
+import { GlobalState, globalStatePath, loadGlobalState, makeGlobalState, saveGlobalState } from './global-state';
+import { SignedServer } from './grpc-server';
+import { Membership } from './membership';
+import { coordinatorService } from './proto';
+import { RoundLog } from './round-log';
+import { PlannerEvent, RoundPlanner } from './round-planner';
+import { RunConfig } from './run-config';
+import { canonicalJson, RequestVerifier } from './signed-request';
+import { streamState } from './state-stream';
+
+export interface CoordinatorOptions {
+  config: RunConfig;
+  stateDir: string;
+  /** gRPC listen address 'host:port' (port 0: a free one). */
+  listen: string;
+  /** Where to serve /metrics, /healthz, /readyz; none when undefined. */
+  metrics?: ListenAddress;
+  logger: Logger;
+  /** Planner tick interval, ms (default 250). */
+  tickMs?: number;
+}
+
+/** θ from the model config's seed (the same as every worker's Engine.create), momentum zeros, round 0. */
+export function initialGlobalState(config: RunConfig): GlobalState {
+  const engine = Engine.create({ model: config.model, seed: config.seed, threads: 1 });
+  try {
+    const theta = Float32Array.from(engine.params());
+    return makeGlobalState(0, theta, new Float32Array(theta.length));
+  } finally {
+    engine.dispose();
+  }
+}
+
+export class Coordinator {
+  readonly config: RunConfig;
+  readonly stateDir: string;
+  readonly #opts: CoordinatorOptions;
+  readonly #log: Logger;
+  #state: GlobalState | undefined;
+  #roundLog: RoundLog | undefined;
+  #membership: Membership | undefined;
+  #planner: RoundPlanner | undefined;
+  #server: SignedServer | undefined;
+  #metricsServer: MetricsServer | undefined;
+  #metrics: CoordinatorMetrics | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #port: number | undefined;
+  #ready = false;
+  #stopping: Promise<void> | undefined;
+
+  constructor(opts: CoordinatorOptions) {
+    this.#opts = opts;
+    this.config = opts.config;
+    this.stateDir = opts.stateDir;
+    this.#log = opts.logger.child({ role: 'coordinator', runId: opts.config.runId });
+  }
+
+  /** The committed global state (after start()). */
+  get state(): GlobalState {
+    if (!this.#state) throw new Error('Coordinator.state: call start() first');
+    return this.#state;
+  }
+
+  /** The bound gRPC port (after start()). */
+  get port(): number {
+    if (this.#port === undefined) throw new Error('Coordinator.port: call start() first');
+    return this.#port;
+  }
+
+  get metricsAddress(): ListenAddress | undefined {
+    return this.#metricsServer?.address();
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.config;
+    const log = this.#log;
+    if (this.#opts.metrics) {
+      this.#metrics = initCoordinatorMetrics();
+      this.#metricsServer = new MetricsServer({
+        registry: this.#metrics.registry,
+        host: this.#opts.metrics.host,
+        port: this.#opts.metrics.port,
+        readiness: () => (this.#ready ? true : { ok: false, reason: 'starting' }),
+        log,
+      });
+    }
+
+    // Global state: load it, or initialize θ from the seed and save it before serving anything.
+    const expected = numParams(cfg.model);
+    let state = await loadGlobalState(this.stateDir);
+    if (state) {
+      if (state.theta.length !== expected) {
+        throw new RangeError(
+          `global state ${globalStatePath(this.stateDir)} holds ${state.theta.length} parameters but the run's model has ${expected}; it belongs to another run (use another --state directory)`,
+        );
+      }
+      log.info('state.load', { round: state.round, thetaSha256: state.thetaHash, params: expected, file: globalStatePath(this.stateDir) });
+    } else {
+      state = initialGlobalState(cfg);
+      await saveGlobalState(this.stateDir, state);
+      log.info('state.init', { round: state.round, thetaSha256: state.thetaHash, params: expected, seed: cfg.seed, file: globalStatePath(this.stateDir) });
+    }
+    this.#state = state;
+
+    const opened = await RoundLog.open(this.stateDir);
+    this.#roundLog = opened.log;
+    if (opened.torn) log.warn('roundlog.torn', { file: opened.log.file, line: opened.torn.line, bytes: opened.torn.bytes });
+    log.info('roundlog.open', { file: opened.log.file, entries: opened.entries.length, lastRound: opened.log.lastRound });
+
+    const metrics = this.#metrics;
+    const membership = new Membership({ heartbeatTimeoutMs: cfg.heartbeatTimeoutMs, onEvent: membershipEventSink(log, metrics?.membership) });
+    this.#membership = membership;
+    const plannerLog = plannerEventSink(log);
+    const planner = new RoundPlanner({
+      seed: cfg.seed,
+      members: () => membership.list(),
+      minMembers: cfg.minMembers,
+      maxAttempts: cfg.maxAttempts,
+      planDelayMs: cfg.planDelayMs,
+      roundDeadlineMs: cfg.roundDeadlineMs,
+      startRound: state.round + 1,
+      committedRound: state.round,
+      thetaSha256: state.thetaHash,
+      onEvent: (e: PlannerEvent) => {
+        plannerLog(e);
+        if (e.type === 'replan') metrics?.membership.replan();
+        if (e.type === 'commit') {
+          // The outer step that would produce θ(round + 1) is not implemented: the committed state stays.
+          log.warn('round.commit-not-applied', { round: e.round, thetaSha256: e.thetaSha256, reason: 'outer step not implemented; global state unchanged' });
+        }
+      },
+    });
+    this.#planner = planner;
+    metrics?.membership.bindRound(() => planner.round);
+    metrics?.membership.setMinMembers(cfg.minMembers);
+
+    const server = new SignedServer({
+      verifier: new RequestVerifier({ runId: cfg.runId }),
+      onRefused: (method, e) => log.warn('request.refused', { method, status: e.status, reason: e.reason, message: e.message }),
+      onHandlerError: (method, e) => log.error('handler.error', { method, error: e }),
+    });
+    const compression = cfg.compression === 'int8' ? 'COMPRESSION_INT8' : 'COMPRESSION_FP32';
+    server.addService(coordinatorService(), {
+      ...createCoordinatorHandlers(membership, {
+        heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+        manifestSha256: cfg.manifestSha256,
+        runConfigJson: canonicalJson(cfg),
+        run: planner.runView(),
+        logger: log,
+        metrics: metrics?.membership,
+      }),
+      ...createRoundHandlers(planner, {
+        innerSteps: cfg.innerSteps,
+        compression,
+        blockSize: cfg.blockSize,
+        allreduceTimeoutMs: cfg.allreduceTimeoutMs,
+        membership,
+        logger: log,
+      }),
+      fetchState: (req, ctx) => streamState(this.state, req, { signal: ctx.signal }),
+    });
+    this.#server = server;
+    this.#port = await server.listen(this.#opts.listen);
+
+    const sweepMs = Math.max(50, Math.min(1000, Math.floor(cfg.heartbeatTimeoutMs / 4)));
+    this.#timers.push(setInterval(() => membership.sweep(), sweepMs));
+    this.#timers.push(setInterval(() => planner.tick(), this.#opts.tickMs ?? 250));
+
+    if (this.#metricsServer) {
+      await this.#metricsServer.start(); // logs metrics.listen
+    }
+    this.#ready = true;
+    const host = this.#opts.listen.replace(/:\d+$/, '');
+    log.info('coordinator.listening', { address: `${host}:${this.#port}`, port: this.#port, round: planner.round, committedRound: planner.committedRound, thetaSha256: planner.thetaSha256 });
+  }
+
+  /** Stops the timers and servers and closes the round log; idempotent. */
+  stop(graceMs = 5000): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#ready = false;
+      for (const t of this.#timers) clearInterval(t);
+      this.#timers = [];
+      await this.#server?.close(graceMs);
+      await this.#metricsServer?.stop();
+      await this.#roundLog?.close();
+      this.#log.info('coordinator.stop', { round: this.#planner?.round, committedRound: this.#planner?.committedRound, members: this.#membership?.size });
+    })();
+    return this.#stopping;
+  }
+}

@@ -1,0 +1,143 @@
+// The coordinator's run config (`covenant coordinator --config run.json`): one validated object holding the
+// run id, the model, the data manifest hash, the seed and every hyper-parameter of the rounds. Unknown keys
+// and bad values are refused with a message naming the field; defaults fill what is left out.
+import { checkNumberFields, NumberLimit } from '../number-limits';
+import { invalidParameter, ModelConfig, parseModelConfig, PRESETS, PresetName } from '../train/model-config';
+
+export type CompressionMode = 'fp32' | 'int8';
+
+export interface RunConfig {
+  /** Names the run; every signed request carries it. */
+  runId: string;
+  /** The resolved model shape. */
+  model: ModelConfig;
+  /** SHA-256 hex of the data manifest every worker must hold. */
+  manifestSha256: string;
+  /** Seed of θ's initialization and the ring order. */
+  seed: number;
+  /** Inner steps per round (H). */
+  innerSteps: number;
+  innerLr: number;
+  innerWeightDecay: number;
+  outerLr: number;
+  outerMomentum: number;
+  compression: CompressionMode;
+  /** int8 quantization block (elements). */
+  blockSize: number;
+  /** From a plan's fixing to the time its members must have reported, ms. */
+  roundDeadlineMs: number;
+  /** From a round's opening to its planning deadline, ms. */
+  planDelayMs: number;
+  minMembers: number;
+  heartbeatTimeoutMs: number;
+  /** Interval the workers are told to heartbeat at (below heartbeatTimeoutMs). */
+  heartbeatIntervalMs: number;
+  allreduceTimeoutMs: number;
+  /** Plan attempts per round, the first included. */
+  maxAttempts: number;
+}
+
+type NumericKey = { [K in keyof RunConfig]: RunConfig[K] extends number ? K : never }[keyof RunConfig];
+
+export const RUN_DEFAULTS = {
+  seed: 1337,
+  innerSteps: 100,
+  innerLr: 6e-4,
+  innerWeightDecay: 0.1,
+  outerLr: 0.7,
+  outerMomentum: 0.9,
+  compression: 'int8' as CompressionMode,
+  blockSize: 256,
+  roundDeadlineMs: 600_000,
+  planDelayMs: 5_000,
+  minMembers: 1,
+  heartbeatTimeoutMs: 30_000,
+  allreduceTimeoutMs: 60_000,
+  maxAttempts: 3,
+};
+
+const MAX_MS = 2147483647;
+
+const LIMITS: Record<NumericKey, NumberLimit> = {
+  seed: { int: true, min: 0, max: 2147483647 },
+  innerSteps: { int: true, min: 1, max: 1_000_000 },
+  innerLr: { int: false, min: 0, max: 10 },
+  innerWeightDecay: { int: false, min: 0, max: 10 },
+  outerLr: { int: false, min: 0, max: 10 },
+  outerMomentum: { int: false, min: 0, below: 1 },
+  blockSize: { int: true, min: 1, max: 1 << 20 },
+  roundDeadlineMs: { int: true, min: 1, max: MAX_MS },
+  planDelayMs: { int: true, min: 0, max: MAX_MS },
+  minMembers: { int: true, min: 1, max: 10_000 },
+  heartbeatTimeoutMs: { int: true, min: 2, max: MAX_MS },
+  heartbeatIntervalMs: { int: true, min: 1, max: MAX_MS },
+  allreduceTimeoutMs: { int: true, min: 1, max: MAX_MS },
+  maxAttempts: { int: true, min: 1, max: 1000 },
+};
+
+const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', ...Object.keys(LIMITS)];
+const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const SHA256_RE = /^[0-9a-f]{64}$/;
+
+/**
+ * Validates a run config object. `model` is a preset name (with `vocabSize`, default 50257) or a full shape;
+ * `where` prefixes field names in messages (e.g. the file's name).
+ */
+export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new TypeError(invalidParameter(where, 'a JSON object', raw));
+  const obj = raw as Record<string, unknown>;
+  for (const k of Object.keys(obj)) {
+    if (!KNOWN.includes(k)) throw new TypeError(`Unknown field ${where}.${k} (known: ${KNOWN.join(', ')})`);
+  }
+  const runId = obj.runId;
+  if (typeof runId !== 'string' || !RUN_ID_RE.test(runId)) {
+    throw new TypeError(invalidParameter(`${where}.runId`, 'a run id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)', runId));
+  }
+  const manifest = obj.manifestSha256;
+  if (typeof manifest !== 'string' || !SHA256_RE.test(manifest)) {
+    throw new TypeError(invalidParameter(`${where}.manifestSha256`, 'a SHA-256 as 64 lowercase hex digits', manifest));
+  }
+  let model: ModelConfig;
+  if (typeof obj.model === 'string') {
+    if (!(obj.model in PRESETS)) throw new RangeError(invalidParameter(`${where}.model`, `a preset (${Object.keys(PRESETS).join(', ')}) or a shape object`, obj.model));
+    const vocab = obj.vocabSize ?? 50257;
+    model = parseModelConfig({ vocabSize: vocab, ...PRESETS[obj.model as PresetName] }, where);
+  } else if (typeof obj.model === 'object' && obj.model !== null && !Array.isArray(obj.model)) {
+    if (obj.vocabSize !== undefined) throw new TypeError(`${where}.vocabSize goes inside ${where}.model when the model is a shape object`);
+    model = parseModelConfig(obj.model, `${where}.model`);
+  } else {
+    throw new TypeError(invalidParameter(`${where}.model`, `a preset (${Object.keys(PRESETS).join(', ')}) or a shape object`, obj.model));
+  }
+  const merged: Record<string, unknown> = { ...RUN_DEFAULTS, ...Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) };
+  if (merged.heartbeatIntervalMs === undefined && typeof merged.heartbeatTimeoutMs === 'number') {
+    merged.heartbeatIntervalMs = Math.max(1, Math.floor(merged.heartbeatTimeoutMs / 3));
+  }
+  checkNumberFields(merged, LIMITS, where);
+  if (merged.compression !== 'fp32' && merged.compression !== 'int8') {
+    throw new RangeError(invalidParameter(`${where}.compression`, "'fp32' or 'int8'", merged.compression));
+  }
+  if ((merged.heartbeatIntervalMs as number) >= (merged.heartbeatTimeoutMs as number)) {
+    throw new RangeError(`${where}.heartbeatIntervalMs (${String(merged.heartbeatIntervalMs)}) must be below ${where}.heartbeatTimeoutMs (${String(merged.heartbeatTimeoutMs)})`);
+  }
+  const cfg: RunConfig = {
+    runId,
+    model,
+    manifestSha256: manifest,
+    seed: merged.seed as number,
+    innerSteps: merged.innerSteps as number,
+    innerLr: merged.innerLr as number,
+    innerWeightDecay: merged.innerWeightDecay as number,
+    outerLr: merged.outerLr as number,
+    outerMomentum: merged.outerMomentum as number,
+    compression: merged.compression,
+    blockSize: merged.blockSize as number,
+    roundDeadlineMs: merged.roundDeadlineMs as number,
+    planDelayMs: merged.planDelayMs as number,
+    minMembers: merged.minMembers as number,
+    heartbeatTimeoutMs: merged.heartbeatTimeoutMs as number,
+    heartbeatIntervalMs: merged.heartbeatIntervalMs as number,
+    allreduceTimeoutMs: merged.allreduceTimeoutMs as number,
+    maxAttempts: merged.maxAttempts as number,
+  };
+  return cfg;
+}
