@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "covenant/comm.h"
+#include "arg_errors.h"
 
 namespace covenant_addon {
 
@@ -28,8 +29,6 @@ std::mutex g_mu;
 std::condition_variable g_idle;
 std::map<napi_env, EnvCollectives>* g_running = new std::map<napi_env, EnvCollectives>();
 
-[[noreturn]] void type_error(Napi::Env env, const std::string& m) { throw Napi::TypeError::New(env, m); }
-[[noreturn]] void range_error(Napi::Env env, const std::string& m) { throw Napi::RangeError::New(env, m); }
 
 double number_field(Napi::Object o, const char* key, double lo, double hi) {
   Napi::Value v = o.Get(key);

@@ -9,15 +9,13 @@
 #include <vector>
 
 #include "covenant/gemm.h"
+#include "arg_errors.h"
 
 namespace covenant_addon {
 
 using covenant::GPT;
 
 namespace {
-
-[[noreturn]] void type_error(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
-[[noreturn]] void range_error(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
 
 int int_arg(const Napi::CallbackInfo& info, size_t i, const char* name, int lo) {
   if (info.Length() <= i || !info[i].IsNumber()) type_error(info.Env(), std::string("Expected an integer for ") + name);
@@ -162,10 +160,9 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
   gpt_->set_gemm(backend);
 }
 
-std::shared_ptr<GPT> EngineWrap::live(Napi::Env env, bool for_async) {
+std::shared_ptr<GPT> EngineWrap::live(Napi::Env env) {
   if (!gpt_) throw Napi::Error::New(env, "Engine is disposed");
   if (*busy_) throw Napi::Error::New(env, "Engine is busy: await the previous step/evalLoss/logits/generate call first");
-  (void)for_async;
   return gpt_;
 }
 
@@ -210,7 +207,7 @@ Napi::Value EngineWrap::View(const Napi::CallbackInfo& info) {
 
 // loadParams(which, Float32Array): copies into the engine's buffer.
 Napi::Value EngineWrap::LoadParams(const Napi::CallbackInfo& info) {
-  auto gpt = live(info.Env(), false);
+  auto gpt = live(info.Env());
   std::string which = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
   float* dst = which == "params" ? gpt->params() : which == "adamM" ? gpt->adam_m() : which == "adamV" ? gpt->adam_v() : nullptr;
   if (!dst) range_error(info.Env(), "Expected 'params', 'adamM' or 'adamV' as the target but received " + which);
@@ -229,20 +226,20 @@ Napi::Value EngineWrap::AdamStep(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::SetAdamStep(const Napi::CallbackInfo& info) {
-  auto gpt = live(info.Env(), false);
+  auto gpt = live(info.Env());
   gpt->set_adam_step(int_arg(info, 0, "optimizerStep", 0));
   return info.Env().Undefined();
 }
 
 Napi::Value EngineWrap::ParamsHash(const Napi::CallbackInfo& info) {
-  auto gpt = live(info.Env(), false);
+  auto gpt = live(info.Env());
   return Napi::String::New(info.Env(), gpt->params_hash());
 }
 
 // step(tokens, B, T, opt) -> Promise<{loss, gradNorm}>
 Napi::Value EngineWrap::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env, true);
+  auto gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * (T + 1), "tokens");
   if (info.Length() < 4 || !info[3].IsObject()) type_error(env, "Expected an object for opt");
@@ -266,7 +263,7 @@ Napi::Value EngineWrap::Step(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::ForwardBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env, true);
+  auto gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * (T + 1), "tokens");
   auto loss = std::make_shared<float>(0.f);
@@ -280,7 +277,7 @@ Napi::Value EngineWrap::ForwardBackward(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::EvalLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env, true);
+  auto gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * (T + 1), "tokens");
   auto loss = std::make_shared<float>(0.f);
@@ -290,7 +287,7 @@ Napi::Value EngineWrap::EvalLoss(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::Logits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env, true);
+  auto gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * T, "tokens");
   size_t n = (size_t)B * T * gpt->config().vocab_size;
@@ -306,7 +303,7 @@ Napi::Value EngineWrap::Logits(const Napi::CallbackInfo& info) {
 // generate(prompt Int32Array, maxNew, temperature, topK, seed) -> Promise<Int32Array>
 Napi::Value EngineWrap::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env, true);
+  auto gpt = live(env);
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     type_error(env, "Expected an Int32Array for prompt");
   Napi::Int32Array p = info[0].As<Napi::Int32Array>();

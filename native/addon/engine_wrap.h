@@ -15,7 +15,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   explicit EngineWrap(const Napi::CallbackInfo& info);
 
  private:
-  std::shared_ptr<covenant::GPT> live(Napi::Env env, bool for_async);
+  std::shared_ptr<covenant::GPT> live(Napi::Env env);
   Napi::Value NumParams(const Napi::CallbackInfo& info);
   Napi::Value Threads(const Napi::CallbackInfo& info);
   Napi::Value Tensors(const Napi::CallbackInfo& info);

@@ -12,13 +12,11 @@
 #include <vector>
 
 #include "covenant/thread_pool.h"
+#include "arg_errors.h"
 
 namespace covenant_addon {
 
 namespace {
-
-[[noreturn]] void type_error(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, msg); }
-[[noreturn]] void range_error(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
 
 // One process-wide pool for quantization, created on first use (one thread per hardware thread) and never
 // destroyed. ThreadPool::run takes one caller at a time, so large jobs take the mutex; jobs small enough

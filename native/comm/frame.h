@@ -9,6 +9,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+
+#include "covenant/comm.h"
 
 namespace covenant {
 namespace comm {
@@ -57,6 +60,35 @@ struct WelcomePayload {
 #pragma pack(pop)
 static_assert(sizeof(ChallengePayload) == 20 && sizeof(HelloPayload) == 52 && sizeof(WelcomePayload) == 32,
               "handshake payload layout");
+
+// A header of `kind` for collective `id`; crc32c is the caller's (it covers the payload).
+inline FrameHeader make_header(FrameKind kind, const CollectiveId& id, uint32_t step, uint32_t slice, uint32_t length,
+                               uint32_t crc) {
+  FrameHeader h{};
+  h.magic = kFrameMagic;
+  h.version = kFrameVersion;
+  h.kind = uint16_t(kind);
+  h.round = id.round;
+  h.attempt = id.attempt;
+  h.step = step;
+  h.slice = slice;
+  h.length = length;
+  h.crc32c = crc;
+  return h;
+}
+
+// Why a received header is not a `kind` frame of collective `id` with `length` payload bytes, or "" if it is.
+// (Step and slice are the data path's to check.)
+inline std::string frame_mismatch(const FrameHeader& h, FrameKind kind, const CollectiveId& id, uint32_t length) {
+  if (h.magic != kFrameMagic) return "not a covenant all-reduce frame (bad magic)";
+  if (h.version != kFrameVersion) return "protocol version " + std::to_string(h.version) + ", expected " + std::to_string(kFrameVersion);
+  if (h.kind != uint16_t(kind)) return "unexpected frame kind " + std::to_string(h.kind);
+  if (h.round != id.round || h.attempt != id.attempt)
+    return "frame for collective round " + std::to_string(h.round) + " attempt " + std::to_string(h.attempt) +
+           ", expected round " + std::to_string(id.round) + " attempt " + std::to_string(id.attempt);
+  if (h.length != length) return "payload length " + std::to_string(h.length) + ", expected " + std::to_string(length);
+  return "";
+}
 
 }  // namespace comm
 }  // namespace covenant

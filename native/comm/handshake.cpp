@@ -46,27 +46,7 @@ Mac proof(const std::string& secret, const char* label, const CollectiveId& id, 
 }
 
 FrameHeader header_for(FrameKind kind, const CollectiveId& id, const void* payload, uint32_t len) {
-  FrameHeader h{};
-  h.magic = kFrameMagic;
-  h.version = kFrameVersion;
-  h.kind = uint16_t(kind);
-  h.round = id.round;
-  h.attempt = id.attempt;
-  h.length = len;
-  h.crc32c = crc32c(payload, len);
-  return h;
-}
-
-// Why a received handshake frame is not acceptable, or "" if it is.
-std::string check_frame(const FrameHeader& h, FrameKind kind, const CollectiveId& id, uint32_t len) {
-  if (h.magic != kFrameMagic) return "not a covenant all-reduce frame (bad magic)";
-  if (h.version != kFrameVersion) return "protocol version " + std::to_string(h.version) + ", expected " + std::to_string(kFrameVersion);
-  if (h.kind != uint16_t(kind)) return "unexpected frame kind " + std::to_string(h.kind);
-  if (h.round != id.round || h.attempt != id.attempt)
-    return "frame for collective round " + std::to_string(h.round) + " attempt " + std::to_string(h.attempt) +
-           ", expected round " + std::to_string(id.round) + " attempt " + std::to_string(id.attempt);
-  if (h.length != len) return "payload length " + std::to_string(h.length) + ", expected " + std::to_string(len);
-  return "";
+  return make_header(kind, id, 0, 0, len, crc32c(payload, len));
 }
 
 [[noreturn]] void fail(const std::string& what, int peer, const std::string& code) {
@@ -83,7 +63,7 @@ void handshake_as_connector(TcpConn& conn, const HandshakeContext& ctx, const Pe
   IoResult r = conn.recv_all(&h, sizeof(h), ctx.timeout, ctx.abort_fd);
   if (r.status == IoStatus::Ok) r = h.length == sizeof(ch) ? conn.recv_all(&ch, sizeof(ch), ctx.timeout, ctx.abort_fd) : IoResult{};
   if (r.status != IoStatus::Ok) fail("waiting for the challenge of " + who + ": " + r.describe(), ctx.peer_rank, io_code(r.status));
-  std::string bad = check_frame(h, FrameKind::Challenge, ctx.id, sizeof(ch));
+  std::string bad = frame_mismatch(h, FrameKind::Challenge, ctx.id, sizeof(ch));
   if (bad.empty() && h.crc32c != crc32c(&ch, sizeof(ch))) bad = "challenge CRC mismatch";
   if (bad.empty() && ch.acceptor_rank != uint32_t(ctx.peer_rank))
     bad = "it says it is rank " + std::to_string(ch.acceptor_rank);
@@ -105,7 +85,7 @@ void handshake_as_connector(TcpConn& conn, const HandshakeContext& ctx, const Pe
   if (r.status != IoStatus::Ok)
     fail("waiting for the welcome of " + who + ": " + r.describe() + " (it refused our proof: are both using this round's secret?)",
          ctx.peer_rank, io_code(r.status));
-  bad = check_frame(h, FrameKind::Welcome, ctx.id, sizeof(w));
+  bad = frame_mismatch(h, FrameKind::Welcome, ctx.id, sizeof(w));
   if (bad.empty() && h.crc32c != crc32c(&w, sizeof(w))) bad = "welcome CRC mismatch";
   if (!bad.empty()) fail(who + " sent a bad welcome: " + bad, ctx.peer_rank, "COMM_PROTOCOL");
   Mac expect = proof(*ctx.secret, "covenant/allreduce/welcome/v1", ctx.id, ctx.peer_rank, ctx.my_rank, hello.nonce);
@@ -173,7 +153,7 @@ TcpConn accept_predecessor(Listener& listener, const HandshakeContext& ctx, Cloc
         if (!drop && p.have >= sizeof(FrameHeader)) {
           FrameHeader h;
           std::memcpy(&h, p.buf, sizeof(h));
-          if (!check_frame(h, FrameKind::Hello, ctx.id, sizeof(HelloPayload)).empty()) drop = true;
+          if (!frame_mismatch(h, FrameKind::Hello, ctx.id, sizeof(HelloPayload)).empty()) drop = true;
         }
       }
       if (!drop && p.have == sizeof(p.buf)) {

@@ -221,15 +221,8 @@ class RingAllReduce {
         int c = plan_.send_chunk(g);
         size_t b, e;
         plan_.slice_range(c, k, &b, &e);
-        FrameHeader h{};
-        h.magic = comm::kFrameMagic;
-        h.version = comm::kFrameVersion;
-        h.kind = uint16_t(comm::FrameKind::Data);
-        h.round = opt_.id.round;
-        h.attempt = opt_.id.attempt;
-        h.step = uint32_t(g);
-        h.slice = uint32_t(k);
-        h.length = uint32_t(payload_bytes(b, e));
+        FrameHeader h = comm::make_header(comm::FrameKind::Data, opt_.id, uint32_t(g), uint32_t(k),
+                                          uint32_t(payload_bytes(b, e)), 0);
         const void* p1;
         size_t l1, l2 = 0;
         const void* p2 = nullptr;
@@ -275,15 +268,9 @@ class RingAllReduce {
                           io_code(r.status));
         }
         const uint32_t want = uint32_t(payload_bytes(b, e));
-        std::string bad;
-        if (h.magic != comm::kFrameMagic || h.version != comm::kFrameVersion || h.kind != uint16_t(comm::FrameKind::Data))
-          bad = "not a data frame";
-        else if (h.round != opt_.id.round || h.attempt != opt_.id.attempt)
-          bad = "frame of another collective (round " + std::to_string(h.round) + " attempt " + std::to_string(h.attempt) + ")";
-        else if (h.step != uint32_t(g) || h.slice != uint32_t(k))
+        std::string bad = comm::frame_mismatch(h, comm::FrameKind::Data, opt_.id, want);
+        if (bad.empty() && (h.step != uint32_t(g) || h.slice != uint32_t(k)))
           bad = "frame for step " + std::to_string(h.step) + " slice " + std::to_string(h.slice) + " out of order";
-        else if (h.length != want)
-          bad = "payload length " + std::to_string(h.length) + ", expected " + std::to_string(want);
         if (!bad.empty()) throw CommError(prefix() + "rejected a frame" + where + ": " + bad, pred_, phase(g), "COMM_PROTOCOL");
         // fp32 all-gather slices land straight in the work buffer (it is a copy; a bad frame fails anyway).
         const bool direct = !int8_ && !plan_.reduce_scatter(g);
@@ -320,12 +307,6 @@ class RingAllReduce {
       const float* in = reinterpret_cast<const float*>(payload);
       if (rs) {
         const float* own = data_ + b;
-        std::vector<float> aligned;
-        if (reinterpret_cast<uintptr_t>(in) % alignof(float) != 0) {
-          aligned.assign(m, 0.f);
-          std::memcpy(aligned.data(), in, m * sizeof(float));
-          in = aligned.data();
-        }
         for (size_t i = 0; i < m; ++i) w[i] = own[i] + in[i];
         if (owner_step)
           for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
@@ -336,7 +317,9 @@ class RingAllReduce {
     }
     const size_t nb = (m + block_ - 1) / block_;
     const int8_t* codes = reinterpret_cast<const int8_t*>(payload);
-    std::vector<float> scales(nb);
+    // The scales follow the codes at byte m, which need not be 4-aligned: copy them out.
+    scale_scratch_.resize(nb);
+    std::vector<float>& scales = scale_scratch_;
     std::memcpy(scales.data(), payload + m, nb * sizeof(float));
     int8_t* q = codes_.data() + b;
     float* s = scales_.data() + b / block_;
@@ -368,7 +351,7 @@ class RingAllReduce {
   std::chrono::milliseconds timeout_;
   WorkBufferPool::Buffer buffer_;
   float* work_ = nullptr;
-  std::vector<float> scales_;
+  std::vector<float> scales_, scale_scratch_;
   std::vector<int8_t> codes_;
   TcpConn to_succ_, from_pred_;
   int refused_ = 0;
