@@ -7,6 +7,7 @@ import { runDataPrepare } from './data-prepare';
 import { runDemo } from './demo';
 import { runSample } from './sample';
 import { runTrain } from './train';
+import { runWorker } from './worker';
 import { CovenantError, errorMessage } from '../errors';
 
 const USAGE = `covenant — worker software for decentralized LLM pre-training
@@ -16,6 +17,7 @@ usage:
   covenant train --data DIR --out DIR [--preset tiny|small|gpt2]           train locally
   covenant sample --checkpoint FILE --prompt TEXT                          generate text
   covenant coordinator --config FILE --state DIR [--listen HOST:PORT]      serve a run (members, plans, state)
+  covenant worker --join HOST:PORT --run-id ID --data DIR --state DIR      train in a run's rounds
   covenant demo                                                            Brown corpus, small model, a sample
   covenant version
 
@@ -30,6 +32,8 @@ async function main(argv: string[]): Promise<number> {
       return runSample(rest);
     case 'coordinator':
       return runCoordinator(rest);
+    case 'worker':
+      return runWorker(rest);
     case 'demo':
       return runDemo(rest);
     case 'data':

@@ -39,6 +39,8 @@ export interface CoordinatorServiceOptions {
   metrics?: MembershipMetrics;
   /** Server clock for HeartbeatResponse.server_time_ms; default Date.now. */
   now?: () => number;
+  /** The committed round whose update this member should upload now (HEARTBEAT_ACTION_UPLOAD), if any. */
+  uploadWanted?: (peerId: string) => number | undefined;
 }
 
 /**
@@ -127,6 +129,8 @@ export function createCoordinatorHandlers(
         }
         throw e;
       }
+      const uploadRound = opts.uploadWanted?.(ctx.peer.peerId);
+      if (uploadRound !== undefined) return { action: 'HEARTBEAT_ACTION_UPLOAD', ...base, uploadRound };
       return { action: 'HEARTBEAT_ACTION_CONTINUE', ...base };
     },
 
@@ -151,6 +155,8 @@ export interface RoundServiceOptions {
   /** When given, a caller that is not a member (never joined, left, dropped) gets NOT_FOUND 'unknown-peer': Join. */
   membership?: Membership;
   logger?: Logger;
+  /** Sees every report with its verdict; returns true when the reporter should upload the round's update. */
+  onReport?: (peerId: string, req: ReportRoundRequest, verdict: ReportVerdict) => boolean;
 }
 
 /** A RoundPlanner event sink that logs round.plan / round.replan / round.commit / round.abandon lines. */
@@ -257,7 +263,8 @@ export function createRoundHandlers(planner: RoundPlanner, opts: RoundServiceOpt
         default:
           throw new RpcError(grpc.status.INVALID_ARGUMENT, `ReportRound outcome ${JSON.stringify(req.outcome)} is not one of COMPLETED, ALLREDUCE_FAILED, ABANDONED`, 'bad-outcome');
       }
-      return { verdict: VERDICTS[verdict], committedRound: planner.committedRound };
+      const uploadUpdate = opts.onReport?.(peerId, req, verdict) ?? false;
+      return { verdict: VERDICTS[verdict], committedRound: planner.committedRound, uploadUpdate };
     },
   };
 }

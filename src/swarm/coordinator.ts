@@ -2,9 +2,8 @@
 // directory, opens the round log, and serves the Coordinator service (Join, Heartbeat, Leave, GetPlan,
 // ReportRound, FetchState) behind SignedServer, with timers that drop silent members and move the round
 // planner along, and optionally /metrics, /healthz and /readyz.
-//
-// Not here yet: committing a round's new θ (the outer step over the members' reported Δ). The planner's
-// decisions are logged and counted, but the committed global state stays as loaded.
+// A planner commit becomes the new global state through CommitApplier (commit-applier.ts): one committed
+// member uploads the round's averaged pseudo-gradient and the coordinator applies the outer step itself.
 import { Logger } from '../log';
 import { CoordinatorMetrics, initCoordinatorMetrics } from '../metrics';
 import { ListenAddress, MetricsServer } from '../metrics/http';
@@ -19,6 +18,7 @@ import { RoundLog } from './round-log';
 import { PlannerEvent, RoundPlanner } from './round-planner';
 import { RunConfig } from './run-config';
 import { canonicalJson, RequestVerifier } from './signed-request';
+import { CommitApplier } from './commit-applier';
 import { streamState } from './state-stream';
 
 export interface CoordinatorOptions {
@@ -53,6 +53,7 @@ export class Coordinator {
   #roundLog: RoundLog | undefined;
   #membership: Membership | undefined;
   #planner: RoundPlanner | undefined;
+  #applier: CommitApplier | undefined;
   #server: SignedServer | undefined;
   #metricsServer: MetricsServer | undefined;
   #metrics: CoordinatorMetrics | undefined;
@@ -78,6 +79,11 @@ export class Coordinator {
   get port(): number {
     if (this.#port === undefined) throw new Error('Coordinator.port: call start() first');
     return this.#port;
+  }
+
+  /** Rounds the planner committed whose update has not been applied yet. */
+  get pendingCommits(): number[] {
+    return this.#applier?.pendingRounds ?? [];
   }
 
   get metricsAddress(): ListenAddress | undefined {
@@ -123,7 +129,21 @@ export class Coordinator {
     const metrics = this.#metrics;
     const membership = new Membership({ heartbeatTimeoutMs: cfg.heartbeatTimeoutMs, onEvent: membershipEventSink(log, metrics?.membership) });
     this.#membership = membership;
+    const applier = new CommitApplier({
+      stateDir: this.stateDir,
+      state: () => this.state,
+      setState: (s) => {
+        this.#state = s;
+      },
+      roundLog: this.#roundLog,
+      outer: { lr: cfg.outerLr, momentum: cfg.outerMomentum },
+      logger: log,
+      onApplied: (_c, seconds) => metrics?.membership.roundCommitted(seconds),
+    });
+    this.#applier = applier;
     const plannerLog = plannerEventSink(log);
+    const plans = new Map<string, { ring: string[]; plannedAtMs: number }>();
+    let lastCommitHash = state.thetaHash;
     const planner = new RoundPlanner({
       seed: cfg.seed,
       members: () => membership.list(),
@@ -137,9 +157,23 @@ export class Coordinator {
       onEvent: (e: PlannerEvent) => {
         plannerLog(e);
         if (e.type === 'replan') metrics?.membership.replan();
+        if (e.type === 'plan' || e.type === 'replan') {
+          for (const k of plans.keys()) if (Number(k.split('/')[0]) < e.round) plans.delete(k);
+          plans.set(`${e.round}/${e.attempt}`, { ring: e.ring.map((m) => m.peerId), plannedAtMs: Date.now() });
+        }
         if (e.type === 'commit') {
-          // The outer step that would produce θ(round + 1) is not implemented: the committed state stays.
-          log.warn('round.commit-not-applied', { round: e.round, thetaSha256: e.thetaSha256, reason: 'outer step not implemented; global state unchanged' });
+          const plan = plans.get(`${e.round}/${e.attempt}`);
+          applier.commit({
+            round: e.round,
+            attempt: e.attempt,
+            prevThetaSha256: lastCommitHash,
+            thetaSha256: e.thetaSha256,
+            members: [...e.verdicts].filter(([, v]) => v === 'committed').map(([p]) => p),
+            ring: plan?.ring ?? [...e.verdicts.keys()],
+            plannedAtMs: plan?.plannedAtMs ?? Date.now(),
+            committedAtMs: Date.now(),
+          });
+          lastCommitHash = e.thetaSha256;
         }
       },
     });
@@ -161,6 +195,7 @@ export class Coordinator {
         run: planner.runView(),
         logger: log,
         metrics: metrics?.membership,
+        uploadWanted: (peerId) => applier.uploadWantedFrom(peerId),
       }),
       ...createRoundHandlers(planner, {
         innerSteps: cfg.innerSteps,
@@ -169,8 +204,13 @@ export class Coordinator {
         allreduceTimeoutMs: cfg.allreduceTimeoutMs,
         membership,
         logger: log,
+        onReport: (peerId, req, verdict) => {
+          applier.recordReport(peerId, req);
+          return verdict === 'committed' && req.id !== null && applier.wantUpload(peerId, req.id.round);
+        },
       }),
       fetchState: (req, ctx) => streamState(this.state, req, { signal: ctx.signal }),
+      pushUpdate: (req, ctx) => applier.receive(ctx.peer.peerId, req),
     });
     this.#server = server;
     this.#port = await server.listen(this.#opts.listen);

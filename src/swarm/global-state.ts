@@ -5,10 +5,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { types } from 'node:util';
-import { CheckpointCorruptError, hasCode } from '../errors';
+import { CheckpointCorruptError } from '../errors';
 import { paramsSha256 } from '../train/checkpoint';
 import { invalidParameter } from '../train/model-config';
-import { SafetensorsContents, decodeSafetensors, encodeSafetensors, readSafetensors, writeSafetensors } from '../train/safetensors';
+import { SafetensorsContents, decodeSafetensors, encodeSafetensors, readStateFile, writeSafetensors } from '../train/safetensors';
 
 /** File name of the committed global state inside the coordinator's state directory. */
 export const GLOBAL_STATE_FILE = 'global-state.safetensors';
@@ -103,15 +103,7 @@ export async function saveGlobalState(stateDir: string, state: GlobalState): Pro
  */
 export async function loadGlobalState(stateDir: string): Promise<GlobalState | undefined> {
   const file = globalStatePath(stateDir);
-  let contents: SafetensorsContents;
-  try {
-    contents = await readSafetensors(file);
-  } catch (e) {
-    if (hasCode(e, 'ENOENT')) return undefined;
-    if (e instanceof CheckpointCorruptError) {
-      throw new CheckpointCorruptError(`${e.message}; the coordinator's committed state ${file} is unusable (restore it or start a fresh state directory)`, { cause: e });
-    }
-    throw e;
-  }
+  const contents = await readStateFile(file, `the coordinator's committed state ${file} is unusable (restore it or start a fresh state directory)`);
+  if (!contents) return undefined;
   return fromContents(contents, file);
 }

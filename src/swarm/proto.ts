@@ -137,13 +137,15 @@ export type HeartbeatAction =
   | 'HEARTBEAT_ACTION_CONTINUE'
   | 'HEARTBEAT_ACTION_REPLAN'
   | 'HEARTBEAT_ACTION_RESYNC'
-  | 'HEARTBEAT_ACTION_REJOIN';
+  | 'HEARTBEAT_ACTION_REJOIN'
+  | 'HEARTBEAT_ACTION_UPLOAD';
 
 export interface HeartbeatResponse {
   action: HeartbeatAction;
   round: number;
   planAttempt: number;
   serverTimeMs: number;
+  uploadRound: number;
 }
 
 export interface LeaveRequest {
@@ -218,6 +220,22 @@ export type RoundVerdict =
 export interface ReportRoundResponse {
   verdict: RoundVerdict;
   committedRound: number;
+  uploadUpdate: boolean;
+}
+
+export interface PushUpdateRequest {
+  meta: RequestMeta | null;
+  id: CollectiveId | null;
+  offset: number;
+  totalBytes: number;
+  sha256: string;
+  data: Buffer;
+}
+
+export interface PushUpdateResponse {
+  receivedBytes: number;
+  applied: boolean;
+  stateRound: number;
 }
 
 /**
@@ -262,6 +280,7 @@ export type CoordinatorMethods = {
   getPlan: UnaryMethod<GetPlanRequest, RoundPlan>;
   reportRound: UnaryMethod<ReportRoundRequest, ReportRoundResponse>;
   fetchState: ServerStreamMethod<FetchStateRequest, StateChunk>;
+  pushUpdate: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */

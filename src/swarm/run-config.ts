@@ -17,8 +17,14 @@ export interface RunConfig {
   seed: number;
   /** Inner steps per round (H). */
   innerSteps: number;
+  /** Rows per inner step. */
+  batchSize: number;
+  /** Tokens per row (≤ the model's maxSeqLen). */
+  seqLen: number;
   innerLr: number;
   innerWeightDecay: number;
+  /** Global gradient-norm clip of the inner AdamW steps (0: off). */
+  innerGradClip: number;
   outerLr: number;
   outerMomentum: number;
   compression: CompressionMode;
@@ -42,7 +48,10 @@ type NumericKey = { [K in keyof RunConfig]: RunConfig[K] extends number ? K : ne
 export const RUN_DEFAULTS = {
   seed: 1337,
   innerSteps: 100,
+  batchSize: 8,
+  seqLen: 64,
   innerLr: 6e-4,
+  innerGradClip: 1,
   innerWeightDecay: 0.1,
   outerLr: 0.7,
   outerMomentum: 0.9,
@@ -61,7 +70,10 @@ const MAX_MS = 2147483647;
 const LIMITS: Record<NumericKey, NumberLimit> = {
   seed: { int: true, min: 0, max: 2147483647 },
   innerSteps: { int: true, min: 1, max: 1_000_000 },
+  batchSize: { int: true, min: 1, max: 65_536 },
+  seqLen: { int: true, min: 1, max: 1 << 20 },
   innerLr: { int: false, min: 0, max: 10 },
+  innerGradClip: { int: false, min: 0, max: 1e6 },
   innerWeightDecay: { int: false, min: 0, max: 10 },
   outerLr: { int: false, min: 0, max: 10 },
   outerMomentum: { int: false, min: 0, below: 1 },
@@ -109,6 +121,7 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     throw new TypeError(invalidParameter(`${where}.model`, `a preset (${Object.keys(PRESETS).join(', ')}) or a shape object`, obj.model));
   }
   const merged: Record<string, unknown> = { ...RUN_DEFAULTS, ...Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) };
+  if (obj.seqLen === undefined) merged.seqLen = Math.min(RUN_DEFAULTS.seqLen, model.maxSeqLen);
   if (merged.heartbeatIntervalMs === undefined && typeof merged.heartbeatTimeoutMs === 'number') {
     merged.heartbeatIntervalMs = Math.max(1, Math.floor(merged.heartbeatTimeoutMs / 3));
   }
@@ -119,13 +132,19 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
   if ((merged.heartbeatIntervalMs as number) >= (merged.heartbeatTimeoutMs as number)) {
     throw new RangeError(`${where}.heartbeatIntervalMs (${String(merged.heartbeatIntervalMs)}) must be below ${where}.heartbeatTimeoutMs (${String(merged.heartbeatTimeoutMs)})`);
   }
+  if ((merged.seqLen as number) > model.maxSeqLen) {
+    throw new RangeError(`${where}.seqLen (${String(merged.seqLen)}) exceeds the model's maxSeqLen (${model.maxSeqLen})`);
+  }
   const cfg: RunConfig = {
     runId,
     model,
     manifestSha256: manifest,
     seed: merged.seed as number,
     innerSteps: merged.innerSteps as number,
+    batchSize: merged.batchSize as number,
+    seqLen: merged.seqLen as number,
     innerLr: merged.innerLr as number,
+    innerGradClip: merged.innerGradClip as number,
     innerWeightDecay: merged.innerWeightDecay as number,
     outerLr: merged.outerLr as number,
     outerMomentum: merged.outerMomentum as number,

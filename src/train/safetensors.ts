@@ -3,7 +3,7 @@
 import { types } from 'node:util';
 import * as fs from 'fs';
 import * as os from 'os';
-import { CheckpointCorruptError } from '../errors';
+import { CheckpointCorruptError, hasCode } from '../errors';
 import { invalidParameter } from './model-config';
 import { writeFileAtomic } from './atomic-write';
 
@@ -228,6 +228,20 @@ export async function readSafetensors(file: string): Promise<SafetensorsContents
     return { metadata: layout.metadata, tensors };
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * A state file's contents, or undefined when it does not exist. A damaged one is refused with
+ * CHECKPOINT_CORRUPT, the message ending in `; ${unusable}` (what the file is and what to do about it).
+ */
+export async function readStateFile(file: string, unusable: string): Promise<SafetensorsContents | undefined> {
+  try {
+    return await readSafetensors(file);
+  } catch (e) {
+    if (hasCode(e, 'ENOENT')) return undefined;
+    if (e instanceof CheckpointCorruptError) throw new CheckpointCorruptError(`${e.message}; ${unusable}`, { cause: e });
+    throw e;
   }
 }
 

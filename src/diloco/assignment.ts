@@ -1,0 +1,60 @@
+// Which data a member trains on in a round: a pure function of (run seed, round, peer id), so anyone can
+// recompute a member's windows and a ledger can record a digest of them.
+import { createHash } from 'crypto';
+import { DataLoader, windowStart } from '../data/loader';
+import { invalidParameter } from '../train/model-config';
+
+function nonNegativeInt(name: string, v: unknown, min = 0): number {
+  if (typeof v !== 'number') throw new TypeError(invalidParameter(name, 'an integer', v));
+  if (!Number.isSafeInteger(v) || v < min) {
+    throw new RangeError(invalidParameter(name, min === 0 ? 'a non-negative safe integer' : 'a positive safe integer', v));
+  }
+  return v;
+}
+
+function checkPeerId(peerId: unknown): string {
+  if (typeof peerId !== 'string') throw new TypeError(invalidParameter('peerId', 'a non-empty string', peerId));
+  if (peerId === '') throw new RangeError(invalidParameter('peerId', 'a non-empty string', peerId));
+  return peerId;
+}
+
+/** Data-loader seed of `peerId` in `round`: the first 6 bytes (big endian) of SHA-256(`covenant-windows|seed|round|peer`). */
+export function windowSeed(runSeed: number, round: number, peerId: string): number {
+  nonNegativeInt('runSeed', runSeed);
+  nonNegativeInt('round', round);
+  checkPeerId(peerId);
+  return createHash('sha256').update(`covenant-windows|${runSeed}|${round}|${peerId}`, 'utf8').digest().readUIntBE(0, 6);
+}
+
+/** How many window starts DataLoader.batch draws from for sequence length T (numTokens − T). */
+export function loaderNumStarts(loader: DataLoader, T: number): number {
+  nonNegativeInt('T', T, 1);
+  if (T + 1 > loader.numTokens) throw new RangeError(`The split holds ${loader.numTokens} tokens, too few for a window of T+1 = ${T + 1}`);
+  return loader.numTokens - T;
+}
+
+/** The (B, T+1) training batch of inner step `innerStep` that the round assigns to `peerId`. */
+export function assignedBatch(loader: DataLoader, runSeed: number, round: number, peerId: string, innerStep: number, B: number, T: number): Int32Array {
+  return loader.batch(innerStep, B, T, windowSeed(runSeed, round, peerId));
+}
+
+/**
+ * SHA-256 hex over the window starts of a member's round, step-major then row, each a little-endian u64.
+ * Pass numStarts = loaderNumStarts(loader, T) to cover the windows assignedBatch reads.
+ */
+export function assignmentDigest(runSeed: number, round: number, peerId: string, innerSteps: number, B: number, T: number, numStarts: number): string {
+  nonNegativeInt('innerSteps', innerSteps);
+  nonNegativeInt('B', B, 1);
+  nonNegativeInt('T', T, 1);
+  nonNegativeInt('numStarts', numStarts, 1);
+  const seed = windowSeed(runSeed, round, peerId);
+  const hash = createHash('sha256');
+  const word = Buffer.alloc(8);
+  for (let step = 0; step < innerSteps; step++) {
+    for (let row = 0; row < B; row++) {
+      word.writeBigUInt64LE(BigInt(windowStart(seed, step, row, numStarts)));
+      hash.update(word);
+    }
+  }
+  return hash.digest('hex');
+}

@@ -1,0 +1,644 @@
+// The worker: joins the coordinator, holds the committed θ, outer momentum, inner AdamW state and the
+// error-feedback residual, and runs rounds: H inner steps on its assigned windows, Δ = θ(r) − θ_local
+// compressed with error feedback, the ring all-reduce of the round's plan, the outer Nesterov step, the
+// hash report. A failed all-reduce is reported and the re-planned ring tried with the same Δ; a round the
+// worker cannot finish is abandoned (θ, the residual and the round go back to the committed ones). State
+// is saved atomically after every commit and at stop, so a restarted worker resumes as the same peer.
+import * as grpc from '@grpc/grpc-js';
+import * as net from 'net';
+import { assignedBatch } from '../diloco/assignment';
+import { outerStep, pseudoGradient } from '../diloco/outer-step';
+import { loadWorkerState, makeWorkerState, saveWorkerState } from '../diloco/worker-state';
+import { DataLoader, datasetInfo } from '../data/loader';
+import { CovenantError, errorMessage } from '../errors';
+import { Logger } from '../log';
+import { initWorkerMetrics, WorkerMetrics } from '../metrics';
+import { ListenAddress, MetricsServer } from '../metrics/http';
+import { CommError, Compressor, dequantize, Engine, startAllReduce } from '../native';
+import { GlobalState } from './global-state';
+import { SignedClient } from './grpc-client';
+import { loadOrCreateIdentity, Identity } from './identity';
+import { CollectiveId, coordinatorService, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from './proto';
+import { RpcError } from './rpc-error';
+import { parseRunConfig, RunConfig } from './run-config';
+import { fetchState } from './state-stream';
+import { isTransient, pushUpdate, sleep, StoppedError, withRetry } from './worker-rpc';
+
+export const WORKER_AGENT = 'covenant/0.1.0';
+
+export interface WorkerOptions {
+  /** The coordinator's 'host:port'. */
+  coordinator: string;
+  /** The run this worker joins; requests for another are refused by the coordinator. */
+  runId: string;
+  dataDir: string;
+  stateDir: string;
+  /** Where the all-reduce listens, 'host:port' (port 0: a free port picked at start). */
+  listen: string;
+  /** The address peers connect to (default: listen; required when listen's host is a wildcard). */
+  advertise?: string;
+  threads?: number;
+  metrics?: ListenAddress;
+  logger: Logger;
+  /** Stop (exit the loop) after this many committed rounds of this worker. */
+  maxRounds?: number;
+  /** Val loss every N committed rounds (0: never; default 1). */
+  evalEvery?: number;
+  /** Val batches per evaluation (default 8). */
+  evalBatches?: number;
+  /** Progress for a terminal view (the demo) or a test. */
+  onEvent?: (e: WorkerEvent) => void;
+}
+
+export type WorkerEvent =
+  | { type: 'joined'; peerId: string; round: number; address: string }
+  | { type: 'phase'; phase: WorkerPhaseName; round: number; innerStep: number; loss?: number; tokensPerSecond?: number }
+  | {
+      type: 'commit';
+      round: number;
+      attempt: number;
+      members: number;
+      meanLoss: number;
+      valLoss?: number;
+      seconds: number;
+      bytesSent: number;
+      /** What an fp32 ring all-reduce of the same Δ would have sent from this worker. */
+      fp32Bytes: number;
+      thetaSha256: string;
+    }
+  | { type: 'resync'; round: number; thetaSha256: string }
+  | { type: 'stopped'; reason: string };
+
+export type WorkerPhaseName = 'idle' | 'syncing' | 'inner' | 'allreduce' | 'outer';
+const PHASES: Record<WorkerPhaseName, WorkerPhase> = {
+  idle: 'WORKER_PHASE_IDLE',
+  syncing: 'WORKER_PHASE_SYNCING',
+  inner: 'WORKER_PHASE_INNER',
+  allreduce: 'WORKER_PHASE_ALLREDUCE',
+  outer: 'WORKER_PHASE_OUTER',
+};
+
+/** A round the worker cannot finish: it restores the committed state and asks for the next plan. */
+class RoundAbandoned extends Error {}
+
+/** Thrown out of start() for what a restart cannot fix (wrong run, wrong data): exit 2 in the CLI. */
+export class WorkerConfigError extends CovenantError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('WORKER_CONFIG', message, options);
+  }
+}
+
+async function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function splitHostPort(name: string, s: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:\s[\]]+):(\d{1,5})$/.exec(s);
+  if (!m || Number(m[2]) > 65535) throw new WorkerConfigError(`${name} ${JSON.stringify(s)} is not 'host:port' (IPv6 as '[addr]:port')`);
+  return { host: m[1], port: Number(m[2]) };
+}
+
+const joinHostPort = (host: string, port: number) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
+
+export class Worker {
+  readonly #o: WorkerOptions;
+  readonly #log: Logger;
+  readonly #stop = new AbortController();
+  #stopReason = '';
+  #identity!: Identity;
+  #client!: SignedClient<CoordinatorMethods>;
+  #cfg!: RunConfig;
+  #engine!: Engine;
+  #compressor!: Compressor;
+  #train!: DataLoader;
+  #val: DataLoader | undefined;
+  #manifest = '';
+  #listen = '';
+  #advertise = '';
+  #metrics: WorkerMetrics | undefined;
+  #metricsServer: MetricsServer | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #ready = false;
+  /** The committed state this worker holds. */
+  #round = 0;
+  #theta!: Float32Array;
+  #momentum!: Float32Array;
+  #thetaHash = '';
+  /** The last committed round's averaged Δ, kept for an upload the coordinator may ask for. */
+  #lastUpdate: { id: CollectiveId; avg: Float32Array } | undefined;
+  #uploading: Promise<void> | undefined;
+  #phase: WorkerPhaseName = 'idle';
+  #workRound = 0;
+  #innerStep = 0;
+  #committedRounds = 0;
+  #allreduceAbort: (() => void) | undefined;
+  #running: Promise<void> | undefined;
+
+  constructor(opts: WorkerOptions) {
+    this.#o = opts;
+    this.#log = opts.logger.child({ role: 'worker' });
+  }
+
+  get peerId(): string {
+    return this.#identity.peerId;
+  }
+  /** The committed round whose θ this worker holds. */
+  get round(): number {
+    return this.#round;
+  }
+  get thetaSha256(): string {
+    return this.#thetaHash;
+  }
+  get dataAddress(): string {
+    return this.#advertise;
+  }
+  get metricsAddress(): ListenAddress | undefined {
+    return this.#metricsServer?.address();
+  }
+
+  /** Sets everything up and joins; then run() does the rounds. */
+  async start(): Promise<void> {
+    const o = this.#o;
+    this.#identity = loadOrCreateIdentity(o.stateDir);
+    const info = datasetInfo(o.dataDir);
+    this.#manifest = info.manifestHash;
+    this.#train = DataLoader.open(o.dataDir, { split: 'train' });
+    try {
+      this.#val = DataLoader.open(o.dataDir, { split: 'val' });
+    } catch {
+      this.#val = undefined;
+    }
+    const l = splitHostPort('--listen', o.listen);
+    const port = l.port === 0 ? await freePort(l.host) : l.port;
+    this.#listen = joinHostPort(l.host, port);
+    if (o.advertise) {
+      splitHostPort('--advertise', o.advertise);
+      this.#advertise = o.advertise;
+    } else if (l.host === '0.0.0.0' || l.host === '::') {
+      throw new WorkerConfigError(`--listen ${o.listen} binds every interface; give --advertise HOST:PORT, the address peers reach this worker at`);
+    } else {
+      this.#advertise = this.#listen;
+    }
+    if (o.metrics) {
+      this.#metrics = initWorkerMetrics();
+      this.#metricsServer = new MetricsServer({
+        registry: this.#metrics.registry,
+        host: o.metrics.host,
+        port: o.metrics.port,
+        readiness: () => (this.#ready ? true : { ok: false, reason: this.#phase === 'syncing' ? 'syncing state' : 'joining' }),
+        log: this.#log,
+      });
+      await this.#metricsServer.start();
+    }
+    this.#client = new SignedClient(coordinatorService(), { address: o.coordinator, identity: this.#identity, runId: o.runId });
+    this.#log.info('worker.start', { peerId: this.#identity.peerId, coordinator: o.coordinator, listen: this.#listen, advertise: this.#advertise, data: o.dataDir, manifestSha256: this.#manifest });
+    await this.#join(true);
+    this.#heartbeat = setInterval(() => void this.#beat(), this.#cfg.heartbeatIntervalMs);
+    this.#heartbeat.unref();
+  }
+
+  /** Runs rounds until stop() or maxRounds; resolves once the state is saved and the worker has left. */
+  run(): Promise<void> {
+    this.#running ??= this.#loop();
+    return this.#running;
+  }
+
+  /** Graceful stop: abandons the round in flight (the committed state is what is saved), leaves, saves. */
+  async stop(reason = 'stop'): Promise<void> {
+    if (!this.#stop.signal.aborted) {
+      this.#stopReason = reason;
+      this.#log.info('worker.stopping', { reason, round: this.#workRound, phase: this.#phase });
+      this.#stop.abort();
+      this.#allreduceAbort?.();
+    }
+    await this.#running?.catch(() => undefined);
+    await this.#shutdown();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+
+  async #loop(): Promise<void> {
+    const signal = this.#stop.signal;
+    try {
+      while (!signal.aborted) {
+        if (this.#o.maxRounds !== undefined && this.#committedRounds >= this.#o.maxRounds) {
+          this.#stopReason = `${this.#o.maxRounds} rounds done`;
+          break;
+        }
+        try {
+          await this.#oneRound();
+        } catch (e) {
+          if (e instanceof StoppedError || signal.aborted) break;
+          if (e instanceof RoundAbandoned) continue;
+          if (e instanceof RpcError && e.reason === 'unknown-peer') {
+            await this.#join(false);
+            continue;
+          }
+          if (isTransient(e) || e instanceof RpcError) {
+            this.#log.warn('round.error', { round: this.#workRound, error: errorMessage(e) });
+            await sleep(500, signal).catch(() => undefined);
+            continue;
+          }
+          throw e;
+        }
+      }
+    } finally {
+      this.#setPhase('idle');
+    }
+  }
+
+  async #shutdown(): Promise<void> {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+    if (!this.#client) return;
+    this.#ready = false;
+    await this.#uploading?.catch(() => undefined);
+    if (this.#engine && !this.#engine.disposed) {
+      await this.#save().catch((e) => this.#log.error('state.save-failed', { error: errorMessage(e) }));
+      if (this.#stopReason !== '') {
+        await this.#client.call('leave', { reason: this.#stopReason }, { deadlineMs: 3000 }).catch((e) => this.#log.warn('worker.leave-failed', { error: errorMessage(e) }));
+      }
+      this.#engine.dispose();
+    }
+    await this.#metricsServer?.stop();
+    this.#client.close();
+    this.#o.onEvent?.({ type: 'stopped', reason: this.#stopReason || 'stop' });
+    this.#log.info('worker.stop', { reason: this.#stopReason, round: this.#round, thetaSha256: this.#thetaHash });
+  }
+
+  /** Join (first time: also loads the saved state and builds the engine), then syncs when told to. */
+  async #join(first: boolean): Promise<void> {
+    const signal = this.#stop.signal;
+    const res = await withRetry(
+      () =>
+        this.#client.call('join', {
+          dataAddress: this.#advertise,
+          agent: WORKER_AGENT,
+          manifestSha256: this.#manifest,
+          stateRound: this.#round,
+          thetaSha256: this.#thetaHash,
+          device: 'cpu',
+        }),
+      { signal, onRetry: (e, n, ms) => this.#log.warn('worker.join-retry', { attempt: n, delayMs: ms, error: errorMessage(e) }) },
+    ).catch((e) => {
+      if (e instanceof RpcError && (e.status === grpc.status.FAILED_PRECONDITION || e.status === grpc.status.PERMISSION_DENIED)) {
+        throw new WorkerConfigError(`the coordinator refused to admit this worker: ${e.details}`, { cause: e });
+      }
+      throw e;
+    });
+    if (first) await this.#setup(res.runConfigJson);
+    this.#metrics?.membership.join();
+    this.#log.info('worker.join', { peerId: res.peerId, round: res.round, committedRound: res.committedRound, needsState: res.needsState, stateRound: this.#round });
+    this.#o.onEvent?.({ type: 'joined', peerId: res.peerId, round: res.round, address: this.#advertise });
+    const behind = res.committedRound > 0 && (res.committedRound !== this.#round || res.thetaSha256 !== this.#thetaHash);
+    if (res.needsState || behind) await this.#resync(res.committedRound, res.thetaSha256, 'behind');
+    else if (res.committedRound === 0 && res.thetaSha256 !== '' && res.thetaSha256 !== this.#thetaHash) await this.#resync(0, res.thetaSha256, 'hash_mismatch');
+    this.#ready = true;
+  }
+
+  async #setup(runConfigJson: string): Promise<void> {
+    const o = this.#o;
+    let cfg: RunConfig;
+    try {
+      cfg = parseRunConfig(JSON.parse(runConfigJson), 'the coordinator\'s run config');
+    } catch (e) {
+      throw new WorkerConfigError(`the coordinator sent a run config this worker cannot use: ${errorMessage(e)}`, { cause: e });
+    }
+    if (cfg.manifestSha256 !== this.#manifest) throw new WorkerConfigError(`data ${o.dataDir} has manifest ${this.#manifest} but the run needs ${cfg.manifestSha256}`);
+    if (cfg.model.vocabSize < this.#train.vocabSize) {
+      throw new WorkerConfigError(`the run's model has vocabulary ${cfg.model.vocabSize} but data ${o.dataDir} uses ${this.#train.vocabSize} token ids`);
+    }
+    this.#cfg = cfg;
+    this.#engine = Engine.create({ model: cfg.model, seed: cfg.seed, threads: o.threads });
+    const n = this.#engine.params().length;
+    this.#compressor = new Compressor(n, cfg.blockSize);
+    const saved = await loadWorkerState(o.stateDir, { runId: o.runId, numParams: n });
+    if (saved) {
+      this.#engine.loadParams(saved.theta);
+      this.#engine.loadOptimizerState(saved.adamM, saved.adamV, saved.adamStep);
+      this.#compressor.loadResidual(saved.residual);
+      this.#momentum = Float32Array.from(saved.momentum);
+      this.#round = saved.round;
+      this.#log.info('state.load', { round: saved.round, thetaSha256: saved.thetaSha256, adamStep: saved.adamStep });
+    } else {
+      this.#momentum = new Float32Array(n);
+      this.#round = 0;
+    }
+    this.#theta = Float32Array.from(this.#engine.params());
+    this.#thetaHash = this.#engine.paramsHash();
+    this.#metrics?.training.startRound(cfg.innerSteps);
+  }
+
+  /** Fetches the committed state (retrying while the coordinator has not saved it yet) and adopts it. */
+  async #resync(minRound: number, expectHash: string, reason: 'behind' | 'hash_mismatch'): Promise<void> {
+    const signal = this.#stop.signal;
+    this.#setPhase('syncing');
+    const started = Date.now();
+    const state: GlobalState = await withRetry(
+      async () => {
+        const s = await fetchState(this.#client, { minRound, signal });
+        if (expectHash !== '' && s.thetaHash !== expectHash) {
+          throw new RpcError(grpc.status.UNAVAILABLE, `the coordinator serves θ ${s.thetaHash} of round ${s.round}, not yet the committed ${expectHash}`, 'state-not-saved');
+        }
+        return s;
+      },
+      {
+        signal,
+        retryable: (e) => isTransient(e) || (e instanceof RpcError && e.reason === 'state-too-old'),
+        onRetry: (e, n) => n % 5 === 1 && this.#log.info('state.fetch-wait', { minRound, error: errorMessage(e) }),
+      },
+    );
+    if (state.theta.length !== this.#theta.length) throw new WorkerConfigError(`the coordinator's state has ${state.theta.length} parameters, the run's model ${this.#theta.length}`);
+    this.#engine.loadParams(state.theta);
+    this.#theta = Float32Array.from(state.theta);
+    this.#momentum = Float32Array.from(state.momentum);
+    this.#round = state.round;
+    this.#thetaHash = state.thetaHash;
+    this.#compressor.reset(); // the residual belonged to Δs of a history this worker no longer follows
+    this.#lastUpdate = undefined;
+    this.#metrics?.membership.resync(reason);
+    await this.#save();
+    this.#log.info('state.resync', { round: state.round, thetaSha256: state.thetaHash, reason, seconds: (Date.now() - started) / 1000 });
+    this.#o.onEvent?.({ type: 'resync', round: state.round, thetaSha256: state.thetaHash });
+  }
+
+  async #save(): Promise<void> {
+    await saveWorkerState(
+      this.#o.stateDir,
+      makeWorkerState({
+        runId: this.#o.runId,
+        round: this.#round,
+        theta: this.#theta,
+        momentum: this.#momentum,
+        adamM: Float32Array.from(this.#engine.adamM()),
+        adamV: Float32Array.from(this.#engine.adamV()),
+        adamStep: this.#engine.optimizerStep,
+        residual: Float32Array.from(this.#compressor.residual()),
+      }),
+    );
+  }
+
+  #setPhase(phase: WorkerPhaseName, extra: { loss?: number; tokensPerSecond?: number } = {}): void {
+    this.#phase = phase;
+    this.#o.onEvent?.({ type: 'phase', phase, round: this.#workRound, innerStep: this.#innerStep, ...extra });
+  }
+
+  async #beat(): Promise<void> {
+    if (this.#stop.signal.aborted) return;
+    try {
+      const res = await this.#client.call('heartbeat', { round: this.#workRound, phase: PHASES[this.#phase], innerStep: this.#innerStep }, { deadlineMs: 5000 });
+      if (res.action === 'HEARTBEAT_ACTION_REJOIN' && this.#phase !== 'syncing') {
+        await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: 'cpu' });
+        this.#log.info('worker.rejoin', { round: this.#round });
+      } else if (res.action === 'HEARTBEAT_ACTION_UPLOAD') {
+        const u = this.#lastUpdate;
+        if (u && u.id.round === res.uploadRound) this.#upload(u.id, u.avg);
+      }
+    } catch (e) {
+      this.#log.debug('heartbeat.failed', { error: errorMessage(e) });
+    }
+  }
+
+  #upload(id: CollectiveId, avg: Float32Array): void {
+    if (this.#uploading) return;
+    this.#uploading = pushUpdate(this.#client, id, avg, this.#stop.signal)
+      .then((stateRound) => this.#log.info('state.upload', { round: id.round, stateRound }))
+      .catch((e) => this.#log.warn('state.upload-failed', { round: id.round, error: errorMessage(e) }))
+      .finally(() => {
+        this.#uploading = undefined;
+      });
+  }
+
+  /** GetPlan until READY for a round this worker can run. */
+  async #plan(): Promise<RoundPlan & { id: CollectiveId }> {
+    const signal = this.#stop.signal;
+    let sittingOut = -1;
+    for (;;) {
+      const p = await withRetry(() => this.#client.call('getPlan', { round: 0 }), { signal });
+      const round = p.id?.round ?? 0;
+      this.#workRound = round;
+      if (p.status === 'PLAN_STATUS_READY' && p.id) {
+        if (p.thetaSha256 !== this.#thetaHash) {
+          await this.#resync(this.#round + 1, p.thetaSha256, 'behind');
+          if (p.thetaSha256 !== this.#thetaHash) throw new RoundAbandoned();
+        }
+        return p as RoundPlan & { id: CollectiveId };
+      }
+      if (p.status === 'PLAN_STATUS_NOT_MEMBER' && sittingOut !== round) {
+        sittingOut = round;
+        this.#log.info('round.sit-out', { round });
+      }
+      this.#setPhase('idle');
+      await sleep(p.status === 'PLAN_STATUS_PENDING' ? Math.max(50, Math.min(p.retryAfterMs || 250, 1000)) : 250, signal);
+    }
+  }
+
+  async #oneRound(): Promise<void> {
+    const signal = this.#stop.signal;
+    const cfg = this.#cfg;
+    let plan = await this.#plan();
+    const round = plan.id.round;
+    this.#workRound = round;
+    const t0 = Date.now();
+    const n = this.#theta.length;
+    const B = cfg.batchSize;
+    const T = cfg.seqLen;
+
+    // Inner steps on this member's windows of the round.
+    this.#metrics?.training.startRound(cfg.innerSteps);
+    this.#innerStep = 0;
+    this.#setPhase('inner');
+    let lossSum = 0;
+    for (let s = 0; s < cfg.innerSteps; s++) {
+      if (signal.aborted) return this.#abandon(plan, 'stopping');
+      const batch = assignedBatch(this.#train, cfg.seed, round, this.peerId, s, B, T);
+      const st = Date.now();
+      const r = await this.#engine.step(batch, B, T, { lr: cfg.innerLr, weightDecay: cfg.innerWeightDecay, gradClip: cfg.innerGradClip });
+      const seconds = (Date.now() - st) / 1000;
+      lossSum += r.loss;
+      this.#innerStep = s + 1;
+      this.#metrics?.training.observeStep({ loss: r.loss, tokens: B * T, seconds, lr: cfg.innerLr, gradNorm: r.gradNorm });
+      this.#setPhase('inner', { loss: r.loss, tokensPerSecond: seconds > 0 ? (B * T) / seconds : undefined });
+      if (!Number.isFinite(r.loss)) return this.#abandon(plan, `inner loss is ${r.loss} at step ${s}`);
+    }
+    const innerSeconds = (Date.now() - t0) / 1000;
+    const meanLoss = lossSum / cfg.innerSteps;
+
+    // Δ with error feedback; the all-reduce works on a copy so a failed attempt can be retried.
+    const delta = pseudoGradient(this.#theta, this.#engine.params());
+    const residualBefore = Float32Array.from(this.#compressor.residual());
+    let send: Float32Array;
+    if (cfg.compression === 'int8') {
+      const q = await this.#compressor.compress(delta);
+      send = await dequantize(q.codes, q.scales, cfg.blockSize);
+    } else {
+      send = delta;
+    }
+    const restore = () => {
+      this.#compressor.loadResidual(residualBefore);
+      this.#engine.loadParams(this.#theta);
+    };
+
+    // All-reduce by the plan; on failure report it and follow the re-plan.
+    this.#setPhase('allreduce');
+    const ta = Date.now();
+    let avg: Float32Array;
+    let result;
+    for (;;) {
+      avg = Float32Array.from(send);
+      const handle = startAllReduce({
+        rank: plan.rank,
+        peers: plan.ring.map((m) => m.address),
+        listen: this.#listen,
+        tensor: avg,
+        mode: cfg.compression,
+        blockSize: cfg.blockSize,
+        timeoutMs: plan.allreduceTimeoutMs || cfg.allreduceTimeoutMs,
+        collectiveId: plan.id,
+        secret: plan.allreduceSecret,
+      });
+      this.#allreduceAbort = handle.abort;
+      try {
+        result = await handle.promise;
+        break;
+      } catch (e) {
+        this.#allreduceAbort = undefined;
+        if (signal.aborted) {
+          restore();
+          return this.#abandon(plan, 'stopping');
+        }
+        const ce = e instanceof CommError ? e : undefined;
+        const reason = this.#metrics?.allreduce.failure(e);
+        this.#log.warn('allreduce.failed', { round, attempt: plan.id.attempt, code: ce?.code, phase: ce?.phase, peerRank: ce?.peerRank, reason, error: errorMessage(e) });
+        const v = await this.#report(plan, {
+          outcome: 'ROUND_OUTCOME_ALLREDUCE_FAILED',
+          failure: { code: ce?.code ?? 'COMM_IO', phase: ce?.phase ?? '', peerRank: ce?.peerRank ?? -1, message: errorMessage(e) },
+        }).catch((err) => {
+          restore();
+          throw err;
+        });
+        if (v.verdict === 'ROUND_VERDICT_RESYNC') {
+          restore();
+          await this.#resync(v.committedRound, '', 'hash_mismatch');
+          throw new RoundAbandoned();
+        }
+        const next = await this.#plan().catch((err) => {
+          restore();
+          throw err;
+        });
+        if (next.id.round !== round) {
+          restore();
+          this.#log.info('round.dropped', { round, reason: 'the coordinator moved on without this member' });
+          throw new RoundAbandoned();
+        }
+        plan = next;
+        this.#metrics?.membership.replan();
+        this.#log.info('round.replan', { round, attempt: plan.id.attempt, ring: plan.ring.length, rank: plan.rank });
+      } finally {
+        this.#allreduceAbort = undefined;
+      }
+    }
+    const allreduceSeconds = (Date.now() - ta) / 1000;
+    this.#metrics?.allreduce.observe({ ...result, ranks: plan.ring.length, elements: n });
+    this.#metrics?.membership.setMembers(plan.ring.length);
+
+    // Outer Nesterov step on copies: θ and the momentum change only when the round commits.
+    this.#setPhase('outer');
+    const to = Date.now();
+    const theta = Float32Array.from(this.#theta);
+    const momentum = Float32Array.from(this.#momentum);
+    outerStep(theta, momentum, avg, { lr: cfg.outerLr, momentum: cfg.outerMomentum });
+    this.#engine.loadParams(theta);
+    const hash = this.#engine.paramsHash();
+    const outerSeconds = (Date.now() - to) / 1000;
+    const report = {
+      outcome: 'ROUND_OUTCOME_COMPLETED' as const,
+      thetaSha256: hash,
+      meanLoss,
+      tokens: cfg.innerSteps * B * T,
+      timings: { innerSeconds, allreduceSeconds, outerSeconds, totalSeconds: (Date.now() - t0) / 1000 },
+      bytesSent: result.bytesSent,
+      bytesReceived: result.bytesReceived,
+    };
+    let v = await this.#report(plan, report).catch((e) => {
+      restore();
+      throw e;
+    });
+    while (v.verdict === 'ROUND_VERDICT_ACCEPTED') {
+      await sleep(100, signal).catch((e) => {
+        restore();
+        throw e;
+      });
+      v = await this.#report(plan, report).catch((e) => {
+        restore();
+        throw e;
+      });
+    }
+    if (v.verdict !== 'ROUND_VERDICT_COMMITTED') {
+      restore();
+      if (v.verdict === 'ROUND_VERDICT_RESYNC') await this.#resync(v.committedRound, '', 'hash_mismatch');
+      throw new RoundAbandoned();
+    }
+
+    // Committed: adopt θ(round), keep the update for the coordinator, save.
+    this.#theta = theta;
+    this.#momentum = momentum;
+    this.#round = round;
+    this.#thetaHash = hash;
+    this.#lastUpdate = { id: plan.id, avg };
+    if (v.uploadUpdate) this.#upload(plan.id, avg);
+    await this.#save();
+    this.#committedRounds++;
+    const seconds = (Date.now() - t0) / 1000;
+    this.#metrics?.membership.roundCommitted(seconds);
+    this.#metrics?.membership.setRound(round);
+    let valLoss: number | undefined;
+    const every = this.#o.evalEvery ?? 1;
+    if (every > 0 && this.#val && this.#committedRounds % every === 0) {
+      valLoss = await this.#evalLoss();
+      this.#metrics?.training.setValLoss(valLoss);
+    }
+    const fp32Bytes = plan.ring.length < 2 ? 0 : (2 * (plan.ring.length - 1) * 4 * n) / plan.ring.length;
+    this.#log.info('round.commit', { round, attempt: plan.id.attempt, members: plan.ring.length, meanLoss, valLoss, seconds, bytesSent: result.bytesSent, thetaSha256: hash });
+    this.#o.onEvent?.({ type: 'commit', round, attempt: plan.id.attempt, members: plan.ring.length, meanLoss, valLoss, seconds, bytesSent: result.bytesSent, fp32Bytes, thetaSha256: hash });
+    this.#setPhase('idle');
+  }
+
+  async #report(plan: RoundPlan & { id: CollectiveId }, body: Omit<Partial<ReportRoundRequest>, 'meta' | 'id'>): Promise<{ verdict: RoundVerdict; committedRound: number; uploadUpdate: boolean }> {
+    return withRetry(() => this.#client.call('reportRound', { id: plan.id, ...body }), { signal: this.#stop.signal }).catch((e) => {
+      if (e instanceof RpcError && ['not-in-round', 'round-not-open', 'plan-pending', 'bad-attempt'].includes(e.reason)) {
+        this.#log.info('round.dropped', { round: plan.id.round, reason: e.reason });
+        throw new RoundAbandoned();
+      }
+      throw e;
+    });
+  }
+
+  async #abandon(plan: RoundPlan & { id: CollectiveId }, reason: string): Promise<void> {
+    this.#engine.loadParams(this.#theta);
+    this.#log.warn('round.abandon', { round: plan.id.round, attempt: plan.id.attempt, reason });
+    await this.#client.call('reportRound', { id: plan.id, outcome: 'ROUND_OUTCOME_ABANDONED' }, { deadlineMs: 3000 }).catch(() => undefined);
+    if (!this.#stop.signal.aborted) throw new RoundAbandoned();
+  }
+
+  /** Mean loss over the first evalBatches val batches. */
+  async #evalLoss(): Promise<number> {
+    const val = this.#val!;
+    const B = this.#cfg.batchSize;
+    const T = this.#cfg.seqLen;
+    let sum = 0;
+    let k = 0;
+    for (const batch of val.evalBatches(B, T, this.#o.evalBatches ?? 8)) {
+      sum += await this.#engine.evalLoss(batch, B, T);
+      k++;
+    }
+    return k ? sum / k : NaN;
+  }
+}
