@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { allReduce, startAllReduce } from '../src/native';
+import { allReduce, CommError, startAllReduce } from '../src/native';
 import { rankTensor } from './helpers/allreduce-rank';
 
 const rankScript = path.join(__dirname, 'helpers', 'allreduce-rank.js');
@@ -229,6 +229,24 @@ describe('all-reduce in one process', () => {
     for (let i = 0; i < 30; i++) await run(10 + i, i % 3 === 0);
     await new Promise((r) => setTimeout(r, 50));
     expect(fdCount()).toBeLessThanOrEqual(before);
+  });
+
+  test('a successor still serving an older attempt is waited for, not failed: the re-planned ring completes', async () => {
+    const ports = await freePorts(2);
+    const peers = peersOf(ports);
+    // Rank 1 is still in attempt 0 (its predecessor will never come) when rank 0 starts attempt 1.
+    const stale = startAllReduce({ rank: 1, peers, tensor: new Float32Array(100), collectiveId: { round: 5, attempt: 0 }, secret: 's0', timeoutMs: 5000 });
+    const staleOutcome = stale.promise.catch((e: unknown) => e);
+    const a = new Float32Array(1000).fill(1);
+    const b = new Float32Array(1000).fill(5);
+    const fresh0 = allReduce({ rank: 0, peers, tensor: a, collectiveId: { round: 5, attempt: 1 }, secret: 's1', timeoutMs: 5000 });
+    await new Promise((r) => setTimeout(r, 300));
+    // Rank 1 learns of the re-plan (its attempt-0 collective fails or is aborted) and joins attempt 1.
+    stale.abort();
+    expect(await staleOutcome).toBeInstanceOf(CommError);
+    const fresh1 = allReduce({ rank: 1, peers, tensor: b, collectiveId: { round: 5, attempt: 1 }, secret: 's1', timeoutMs: 5000 });
+    await Promise.all([fresh0, fresh1]);
+    expect([a[0], b[999]]).toEqual([3, 3]);
   });
 
   test('bad arguments throw naming the argument', () => {

@@ -62,7 +62,13 @@ void handshake_as_connector(TcpConn& conn, const HandshakeContext& ctx, const Pe
   ChallengePayload ch;
   IoResult r = conn.recv_all(&h, sizeof(h), ctx.timeout, ctx.abort_fd);
   if (r.status == IoStatus::Ok) r = h.length == sizeof(ch) ? conn.recv_all(&ch, sizeof(ch), ctx.timeout, ctx.abort_fd) : IoResult{};
+  // A successor whose previous collective (an older round or attempt) has not ended yet still listens on
+  // its port, or has just closed it: that is a successor that is late, not a wrong one.
+  if (r.status == IoStatus::Closed) fail(who + " closed the connection before its challenge", ctx.peer_rank, kSuccessorBusy);
   if (r.status != IoStatus::Ok) fail("waiting for the challenge of " + who + ": " + r.describe(), ctx.peer_rank, io_code(r.status));
+  if (h.magic == kFrameMagic && h.version == kFrameVersion && h.kind == uint16_t(FrameKind::Challenge) &&
+      (h.round < ctx.id.round || (h.round == ctx.id.round && h.attempt < ctx.id.attempt)))
+    fail(who + " is still in round " + std::to_string(h.round) + " attempt " + std::to_string(h.attempt), ctx.peer_rank, kSuccessorBusy);
   std::string bad = frame_mismatch(h, FrameKind::Challenge, ctx.id, sizeof(ch));
   if (bad.empty() && h.crc32c != crc32c(&ch, sizeof(ch))) bad = "challenge CRC mismatch";
   if (bad.empty() && ch.acceptor_rank != uint32_t(ctx.peer_rank))

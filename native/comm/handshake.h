@@ -20,6 +20,10 @@ struct HandshakeContext {
   int abort_fd;
 };
 
+// CommError code of a connector whose successor still serves an older collective (or just closed it): the
+// caller connects again until its deadline. Never reaches the caller of the all-reduce.
+inline const char* const kSuccessorBusy = "COMM_SUCCESSOR_BUSY";
+
 // Connector side, on a fresh connection to the successor. Throws CommError (phase "handshake").
 void handshake_as_connector(TcpConn& conn, const HandshakeContext& ctx, const PeerAddress& peer);
 

@@ -3,6 +3,7 @@
 // been received (slice k of step g needs slice k of step g-1). fp32 mode sends the partial sums as they
 // are; int8 mode requantizes each hop's fp32 sum and the all-gather forwards the owner's final int8
 // slice, which every rank (the owner too) dequantizes, so all ranks end bit-identical.
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -182,10 +183,23 @@ class RingAllReduce {
     // Connect and accept at the same time: every rank does both, so doing them in turn would deadlock.
     std::thread connector([&] {
       try {
-        IoResult r = comm::connect_with_retry(opt_.peers[succ_], deadline, abort_->wait_fd(), &to_succ_);
-        if (r.status != IoStatus::Ok)
-          throw CommError(prefix() + "cannot connect to successor " + peer(succ_) + ": " + r.describe(), succ_, "connect", io_code(r.status));
-        comm::handshake_as_connector(to_succ_, to, opt_.peers[succ_]);
+        for (;;) {
+          IoResult r = comm::connect_with_retry(opt_.peers[succ_], deadline, abort_->wait_fd(), &to_succ_);
+          if (r.status != IoStatus::Ok)
+            throw CommError(prefix() + "cannot connect to successor " + peer(succ_) + ": " + r.describe(), succ_, "connect", io_code(r.status));
+          try {
+            comm::handshake_as_connector(to_succ_, to, opt_.peers[succ_]);
+            break;
+          } catch (const CommError& e) {
+            if (e.code != comm::kSuccessorBusy) throw;
+            to_succ_ = comm::TcpConn();
+            if (Clock::now() + std::chrono::milliseconds(20) >= deadline)
+              throw CommError(std::string(e.what()) + " until the timeout", succ_, "connect", "COMM_TIMEOUT");
+            pollfd pf{abort_->wait_fd(), POLLIN, 0};
+            if (::poll(&pf, 1, 20) > 0)
+              throw CommError("aborted while waiting for successor " + peer(succ_), -1, "connect", "COMM_ABORTED");
+          }
+        }
       } catch (const CommError& e) {
         connect_error = std::make_unique<CommError>(with_prefix(e.what()), e.peer_rank, e.phase, e.code);
         abort_->abort();

@@ -18,7 +18,7 @@ usage:
   covenant sample --checkpoint FILE --prompt TEXT                          generate text
   covenant coordinator --config FILE --state DIR [--listen HOST:PORT]      serve a run (members, plans, state)
   covenant worker --join HOST:PORT --run-id ID --data DIR --state DIR      train in a run's rounds
-  covenant demo                                                            Brown corpus, small model, a sample
+  covenant demo [--workers N --rounds N --churn]                          a coordinator and 3 workers train on Brown
   covenant version
 
 Run a command with --help for its flags.`;

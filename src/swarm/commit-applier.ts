@@ -100,7 +100,10 @@ export class CommitApplier {
   /** Whether a member that was just told COMMITTED for `round` should upload the update. */
   wantUpload(peerId: string, round: number): boolean {
     const c = this.#pending.find((p) => p.round === round);
-    if (!c || !c.members.includes(peerId) || this.#uploaderActive(round, peerId)) return false;
+    const u = this.#upload;
+    // Someone (this peer too: a heartbeat during its own upload) is on it and was heard from lately.
+    const busy = !!u && u.round === round && this.#now() - u.lastMs < (this.#o.uploadStaleMs ?? 20_000);
+    if (!c || !c.members.includes(peerId) || busy) return false;
     this.#upload = { peerId, round, sha256: '', buf: Buffer.alloc(0), received: 0, lastMs: this.#now() };
     return true;
   }

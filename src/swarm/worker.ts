@@ -139,7 +139,9 @@ export class Worker {
   #innerStep = 0;
   #committedRounds = 0;
   #allreduceAbort: (() => void) | undefined;
+  #allreduceAttempt = 0;
   #running: Promise<void> | undefined;
+  #shuttingDown: Promise<void> | undefined;
 
   constructor(opts: WorkerOptions) {
     this.#o = opts;
@@ -219,7 +221,8 @@ export class Worker {
       this.#allreduceAbort?.();
     }
     await this.#running?.catch(() => undefined);
-    await this.#shutdown();
+    this.#shuttingDown ??= this.#shutdown();
+    await this.#shuttingDown;
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -394,6 +397,11 @@ export class Worker {
     if (this.#stop.signal.aborted) return;
     try {
       const res = await this.#client.call('heartbeat', { round: this.#workRound, phase: PHASES[this.#phase], innerStep: this.#innerStep }, { deadlineMs: 5000 });
+      if (this.#allreduceAbort && res.round === this.#workRound && res.planAttempt > this.#allreduceAttempt) {
+        // The ring was re-planned while this member still waits in the old one: give it up now.
+        this.#log.info('allreduce.superseded', { round: res.round, attempt: this.#allreduceAttempt, planAttempt: res.planAttempt });
+        this.#allreduceAbort();
+      }
       if (res.action === 'HEARTBEAT_ACTION_REJOIN' && this.#phase !== 'syncing') {
         await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: 'cpu' });
         this.#log.info('worker.rejoin', { round: this.#round });
@@ -453,6 +461,7 @@ export class Worker {
 
     // Inner steps on this member's windows of the round.
     this.#metrics?.training.startRound(cfg.innerSteps);
+    this.#log.info('round.start', { round, attempt: plan.id.attempt, members: plan.ring.length, rank: plan.rank });
     this.#innerStep = 0;
     this.#setPhase('inner');
     let lossSum = 0;
@@ -493,6 +502,7 @@ export class Worker {
     let result;
     for (;;) {
       avg = Float32Array.from(send);
+      this.#log.info('allreduce.start', { round, attempt: plan.id.attempt, rank: plan.rank, ranks: plan.ring.length, mode: cfg.compression });
       const handle = startAllReduce({
         rank: plan.rank,
         peers: plan.ring.map((m) => m.address),
@@ -505,6 +515,7 @@ export class Worker {
         secret: plan.allreduceSecret,
       });
       this.#allreduceAbort = handle.abort;
+      this.#allreduceAttempt = plan.id.attempt;
       try {
         result = await handle.promise;
         break;

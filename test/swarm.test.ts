@@ -1,0 +1,217 @@
+// The swarm end to end: a coordinator and workers as real `covenant` processes on loopback (LocalSwarm),
+// through the churn the issue names — rounds commit with identical θ hashes and falling val loss, a worker
+// SIGKILLed in a round is planned out and the survivors commit, a newcomer syncs and matches, the
+// coordinator restarts without losing a committed round, a worker restarted on its state directory is the
+// same peer, hostile requests are refused without disturbing the run, and /metrics moves.
+import * as grpc from '@grpc/grpc-js';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { DataLoader } from '../src/data/loader';
+import { prepareData } from '../src/data/prepare';
+import { Engine } from '../src/native';
+import { PRESETS } from '../src/train/model-config';
+import { SignedClient } from '../src/swarm/grpc-client';
+import { Identity } from '../src/swarm/identity';
+import { coordinatorService, CoordinatorMethods, MAX_MESSAGE_BYTES } from '../src/swarm/proto';
+import { LocalSwarm, LogLine, localRunConfig } from '../src/swarm/local-swarm';
+import { RpcError } from '../src/swarm/rpc-error';
+import { parsePrometheusText, sampleValue } from './helpers/prom-text';
+
+jest.setTimeout(300_000);
+
+const resolveModel = (preset: 'tiny', vocabSize: number) => ({ vocabSize, ...PRESETS[preset] });
+
+let tmp: string;
+let swarm: LocalSwarm;
+/** round → worker name → θ hash it committed. */
+const hashes = new Map<number, Map<string, string>>();
+const valLoss = new Map<number, number>();
+const peerIds = new Map<string, string[]>();
+
+function onLine(name: string, l: LogLine): void {
+  if (l.event === 'round.commit' && l.role === 'worker') {
+    const r = l.round as number;
+    if (!hashes.has(r)) hashes.set(r, new Map());
+    hashes.get(r)!.set(name, l.thetaSha256 as string);
+    if (typeof l.valLoss === 'number') valLoss.set(r, l.valLoss);
+  }
+  if (l.event === 'worker.join') peerIds.set(name, [...(peerIds.get(name) ?? []), l.peerId as string]);
+}
+
+/** Resolves once the coordinator has saved round ≥ `round` (its state.commit line). */
+function committed(round: number, timeoutMs = 120_000, from = 0): Promise<LogLine> {
+  return swarm.waitFor('coordinator', (l) => l.event === 'state.commit' && (l.round as number) >= round, timeoutMs, from);
+}
+
+/** The θ hashes the members of a committed round logged (a worker logs its commit a little after the coordinator saves it). */
+async function memberHashes(entry: { round: number; members: string[] }, timeoutMs = 30_000): Promise<Set<string>> {
+  const t0 = Date.now();
+  while ((hashes.get(entry.round)?.size ?? 0) < entry.members.length && Date.now() - t0 < timeoutMs) await new Promise((r) => setTimeout(r, 50));
+  return new Set(hashes.get(entry.round)?.values() ?? []);
+}
+
+function lastSavedRound(): number {
+  const rounds = swarm.committedRounds();
+  return rounds.length ? rounds[rounds.length - 1].round : 0;
+}
+
+async function scrape(url: string): Promise<string> {
+  const res = await fetch(url.replace(/\/?$/, '/metrics').replace(/\/metrics\/metrics$/, '/metrics'));
+  expect(res.status).toBe(200);
+  return res.text();
+}
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'covenant-swarm-'));
+  const dataDir = path.join(tmp, 'data');
+  await prepareData({ inputs: ['brown'], tokenizer: 'bytes', outDir: dataDir });
+  swarm = new LocalSwarm({
+    dir: path.join(tmp, 'run'),
+    dataDir,
+    config: localRunConfig({ model: 'tiny', vocabSize: 257, innerSteps: 12, minMembers: 2, planDelayMs: 800, heartbeatTimeoutMs: 2500, allreduceTimeoutMs: 2500, maxAttempts: 4 }),
+    metrics: true,
+    onLine,
+  });
+  await swarm.startCoordinator();
+  for (let i = 0; i < 3; i++) swarm.startWorker();
+});
+
+afterAll(async () => {
+  await swarm?.stop(10_000);
+  if (!process.env.COVENANT_KEEP_TMP) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('3 workers commit rounds: identical θ hashes on every member, val loss falls, the coordinator saves each round', async () => {
+  // minMembers is 2, so the first round may start before the third worker has joined.
+  await swarm.waitFor('coordinator', (l) => l.event === 'state.commit' && swarm.committedRounds().filter((e) => e.members.length === 3).length >= 3, 120_000);
+  const rounds = swarm.committedRounds();
+  for (const entry of rounds) {
+    // Every member that reported the commit holds the coordinator's hash.
+    expect(await memberHashes(entry)).toEqual(new Set([entry.thetaSha256]));
+    expect(entry.tokens).toBe(entry.members.length * 12 * 4 * 64);
+  }
+  const full = rounds.filter((e) => e.members.length === 3);
+  expect(full.length).toBeGreaterThanOrEqual(3);
+  // Val loss on the workers' val batches: θ(0) (computed here), then after the first and the last round.
+  const engine = Engine.create({ model: resolveModel('tiny', 257), seed: 7, threads: 1 });
+  const val = DataLoader.open(path.join(tmp, 'data'), { split: 'val' });
+  let initial = 0;
+  for (const b of val.evalBatches(4, 64, 8)) initial += (await engine.evalLoss(b, 4, 64)) / 8;
+  engine.dispose();
+  const first = valLoss.get(rounds[0].round)!;
+  const last = valLoss.get(rounds[rounds.length - 1].round)!;
+  expect(first).toBeLessThan(initial - 1);
+  expect(last).toBeLessThan(initial - 2);
+  // The coordinator's global state file is the last committed round (a newcomer gets it).
+  expect(fs.existsSync(path.join(swarm.coordinatorState, 'global-state.safetensors'))).toBe(true);
+});
+
+test('/metrics of the coordinator and a worker parse as Prometheus text and the key series move', async () => {
+  const wUrl = swarm.child('w1').metricsUrl!;
+  const cUrl = swarm.child('coordinator').metricsUrl!;
+  const w1 = parsePrometheusText(await scrape(wUrl));
+  const c1 = parsePrometheusText(await scrape(cUrl));
+  const saved = lastSavedRound();
+  await committed(saved + 1);
+  await new Promise((r) => setTimeout(r, 300));
+  const w2 = parsePrometheusText(await scrape(wUrl));
+  const c2 = parsePrometheusText(await scrape(cUrl));
+  for (const name of ['covenant_train_tokens_total', 'covenant_train_inner_steps_total', 'covenant_allreduce_sent_bytes_total', 'covenant_rounds_committed_total']) {
+    expect(sampleValue(w2, name)).toBeGreaterThan(sampleValue(w1, name));
+  }
+  expect(sampleValue(w2, 'covenant_train_loss')).toBeGreaterThan(0);
+  expect(sampleValue(w2, 'covenant_allreduce_compression_ratio')).toBeGreaterThan(3);
+  expect(sampleValue(c2, 'covenant_rounds_committed_total')).toBeGreaterThan(sampleValue(c1, 'covenant_rounds_committed_total'));
+  expect(sampleValue(c2, 'covenant_swarm_members')).toBe(3);
+});
+
+test('hostile requests are refused and do not disturb the run', async () => {
+  const stranger = Identity.generate();
+  const address = `127.0.0.1:${swarm.coordinatorPort}`;
+  const wrongRun = new SignedClient(coordinatorService(), { address, identity: stranger, runId: 'some-other-run' });
+  const client = new SignedClient<CoordinatorMethods>(coordinatorService(), { address, identity: stranger, runId: swarm.runId });
+  const refused = async (p: Promise<unknown>) => (await p.then(() => undefined, (e: unknown) => e)) as RpcError;
+  try {
+    const before = lastSavedRound();
+    expect((await refused(wrongRun.call('heartbeat', {}))).reason).toBe('run-mismatch');
+    const req = client.sign('getPlan', { round: 0 });
+    expect((await refused(client.callPrepared('getPlan', { ...req, meta: { ...req.meta!, signature: Buffer.alloc(64, 1) } }))).reason).toBe('bad-signature');
+    expect((await refused(client.callPrepared('getPlan', { ...req, meta: null }))).reason).toBe('no-meta');
+    await client.callPrepared('getPlan', req).catch(() => undefined); // first use (a stranger: unknown-peer)
+    expect((await refused(client.callPrepared('getPlan', req))).reason).toBe('replayed');
+    const big = await refused(client.call('join', { dataAddress: '127.0.0.1:1', agent: 'x'.repeat(MAX_MESSAGE_BYTES + 10) }));
+    expect(big.status).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    // A hash report for a round the stranger is not in (after joining, so it is a member of nothing).
+    await client.call('join', { dataAddress: '127.0.0.1:9', manifestSha256: '', agent: 'stranger' }).catch((e: unknown) => e);
+    const notIn = await refused(client.call('reportRound', { id: { round: before, attempt: 0 }, outcome: 'ROUND_OUTCOME_COMPLETED', thetaSha256: 'ab'.repeat(32) }));
+    expect([grpc.status.PERMISSION_DENIED, grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION]).toContain(notIn.status);
+    const upload = await refused(client.call('pushUpdate', { id: { round: before + 1, attempt: 0 }, offset: 0, totalBytes: 4, sha256: 'ab'.repeat(32), data: Buffer.alloc(4) }));
+    expect([grpc.status.PERMISSION_DENIED, grpc.status.FAILED_PRECONDITION, grpc.status.INVALID_ARGUMENT]).toContain(upload.status);
+    // The run goes on with its three members.
+    const next = await committed(before + 1);
+    const members = swarm.committedRounds().find((r) => r.round === next.round)!.members;
+    expect(members).not.toContain(stranger.peerId);
+  } finally {
+    wrongRun.close();
+    client.close();
+  }
+});
+
+test('a worker SIGKILLed in a round: the ring is re-planned and the survivors commit', async () => {
+  const from = swarm.child('w1').lines.length;
+  // w2 dies at the start of its inner steps, while w1 and w3 go on into the all-reduce and wait for it there.
+  const start = await swarm.waitFor('w2', (l) => l.event === 'round.start', 60_000, swarm.child('w2').lines.length);
+  await swarm.kill('w2', 'SIGKILL');
+  const round = start.round as number;
+  const commit = await swarm.waitFor('w1', (l) => l.event === 'round.commit' && (l.round as number) >= round, 90_000, from);
+  expect(commit.members).toBe(2);
+  await committed(commit.round as number);
+  const entry = swarm.committedRounds().find((r) => r.round === commit.round)!;
+  expect(entry.members.length).toBe(2);
+  expect(await memberHashes(entry)).toEqual(new Set([entry.thetaSha256]));
+  expect(hashes.get(entry.round)!.get('w3')).toBe(entry.thetaSha256);
+  expect(swarm.child('w1').lines.slice(from).some((l) => l.event === 'allreduce.failed')).toBe(true);
+});
+
+test('a new worker joins mid-run, syncs, and its hash matches after its first round', async () => {
+  const name = swarm.startWorker(); // w4
+  const first = await swarm.waitFor(name, (l) => l.event === 'round.commit', 120_000);
+  const r = first.round as number;
+  await committed(r);
+  const entry = swarm.committedRounds().find((e) => e.round === r)!;
+  expect(first.thetaSha256).toBe(entry.thetaSha256);
+  expect(await memberHashes(entry)).toEqual(new Set([entry.thetaSha256]));
+  expect(swarm.child(name).lines.some((l) => l.event === 'state.resync')).toBe(true);
+});
+
+test('the coordinator restarts mid-run and the run continues without losing a committed round', async () => {
+  const saved = lastSavedRound();
+  const code = await swarm.kill('coordinator', 'SIGKILL');
+  expect(code.signal).toBe('SIGKILL');
+  await swarm.startCoordinator();
+  const restarted = swarm.child('coordinator').lines.find((l) => l.event === 'state.load')!;
+  expect(restarted.round as number).toBeGreaterThanOrEqual(saved);
+  const next = await committed(saved + 1, 120_000);
+  const rounds = swarm.committedRounds().map((e) => e.round);
+  expect(rounds.filter((r) => r === next.round).length).toBe(1);
+  expect([...rounds].sort((a, b) => a - b)).toEqual(rounds);
+  // The members agree with the new commit.
+  const entry = swarm.committedRounds().find((e) => e.round === next.round)!;
+  expect(await memberHashes(entry)).toEqual(new Set([entry.thetaSha256]));
+});
+
+test('SIGTERM: a worker leaves gracefully and exits 0; restarted on its state directory it is the same peer', async () => {
+  const before = peerIds.get('w1')![0];
+  const t0 = Date.now();
+  const exit = await swarm.kill('w1', 'SIGTERM');
+  expect(exit.code).toBe(0);
+  expect(Date.now() - t0).toBeLessThan(60_000);
+  await swarm.waitFor('coordinator', (l) => l.event === 'member.leave' && l.peerId === before, 10_000);
+  swarm.startWorker('w1');
+  const join = await swarm.waitFor('w1', (l) => l.event === 'worker.join', 60_000, swarm.child('w1').lines.length);
+  expect(join.peerId).toBe(before);
+  const commit = await swarm.waitFor('w1', (l) => l.event === 'round.commit', 120_000);
+  await committed(commit.round as number);
+  expect(swarm.committedRounds().find((e) => e.round === commit.round)!.thetaSha256).toBe(commit.thetaSha256);
+});
