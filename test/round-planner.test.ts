@@ -11,6 +11,7 @@ import { Membership } from '../src/swarm/membership';
 import { CoordinatorMethods, coordinatorService } from '../src/swarm/proto';
 import { PlannerEvent, PlanView, ringOrder, RoundPlanner, RoundPlannerOptions } from '../src/swarm/round-planner';
 import { RpcError } from '../src/swarm/rpc-error';
+import { newSealingKey, openSecret, SealedSecretError, secretContext } from '../src/swarm/sealed-secret';
 import { RequestVerifier } from '../src/swarm/signed-request';
 import { refusal } from './helpers/refusal';
 
@@ -295,6 +296,15 @@ describe('GetPlan / ReportRound on loopback', () => {
       expect(ring[plan.rank].address).toBe(`127.0.0.1:${7100 + i}`);
     }
     expect((await clients[0].call('heartbeat', { round: 1 })).planAttempt).toBe(0);
+    // With an X25519 key in the request the secret comes sealed to it, bound to run, collective and peer.
+    const key = newSealingKey();
+    const sealed = await clients[1].call('getPlan', { round: 1, x25519PublicKey: key.publicKey });
+    expect(sealed.allreduceSecret).toHaveLength(0);
+    const context = secretContext(clients[1].runId, 1, 0, clients[1].identity.peerId);
+    expect(openSecret(sealed.sealedSecret!, key, context).equals(plans[0].allreduceSecret)).toBe(true);
+    expect(() => openSecret(sealed.sealedSecret!, newSealingKey(), context)).toThrow(SealedSecretError);
+    const badKey = (await clients[1].call('getPlan', { round: 1, x25519PublicKey: Buffer.alloc(5) }).catch((x: unknown) => x)) as RpcError;
+    expect([badKey.status, badKey.reason]).toEqual([grpc.status.INVALID_ARGUMENT, 'bad-x25519-key']);
 
     // A joined straggler gets no ring and no secret; an unknown peer must join first.
     await stranger.call('join', { dataAddress: '127.0.0.1:7199' });

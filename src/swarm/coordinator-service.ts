@@ -11,6 +11,7 @@ import { Membership, MembershipEvent, UNKNOWN_PEER_REASON } from './membership';
 import { Compression, CoordinatorMethods, GetPlanRequest, HeartbeatRequest, JoinRequest, LeaveRequest, ReportRoundRequest, RoundVerdict } from './proto';
 import { PlannerEvent, ReportVerdict, RoundPlanner } from './round-planner';
 import { RpcError } from './rpc-error';
+import { SealedSecret, sealSecret, secretContext } from './sealed-secret';
 
 /** The run's current state as the membership handlers report it (rounds come from the round logic later). */
 export interface CoordinatorRunView {
@@ -220,13 +221,23 @@ export function createRoundHandlers(planner: RoundPlanner, opts: RoundServiceOpt
           return { status: 'PLAN_STATUS_PENDING', retryAfterMs: view.retryAfterMs, id: { round: view.round, attempt: 0 } };
         case 'not-member':
           return { status: 'PLAN_STATUS_NOT_MEMBER', id: { round: view.round, attempt: view.attempt } };
-        case 'ready':
+        case 'ready': {
+          // Sealed to the caller's X25519 key when it sent one (the worker always does), else in the clear.
+          let sealed: SealedSecret | null = null;
+          if (req.x25519PublicKey && req.x25519PublicKey.length > 0) {
+            try {
+              sealed = sealSecret(view.secret, req.x25519PublicKey, secretContext(req.meta?.runId ?? '', view.id.round, view.id.attempt, ctx.peer.peerId));
+            } catch (e) {
+              throw new RpcError(grpc.status.INVALID_ARGUMENT, (e as Error).message, 'bad-x25519-key');
+            }
+          }
           return {
             status: 'PLAN_STATUS_READY',
             id: view.id,
             ring: view.ring,
             rank: view.rank,
-            allreduceSecret: view.secret,
+            allreduceSecret: sealed ? Buffer.alloc(0) : view.secret,
+            sealedSecret: sealed,
             deadlineMs: view.deadlineMs,
             thetaSha256: view.thetaSha256,
             innerSteps: opts.innerSteps,
@@ -234,6 +245,7 @@ export function createRoundHandlers(planner: RoundPlanner, opts: RoundServiceOpt
             blockSize: opts.blockSize,
             allreduceTimeoutMs: opts.allreduceTimeoutMs,
           };
+        }
       }
     },
 

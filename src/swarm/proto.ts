@@ -158,6 +158,13 @@ export type LeaveResponse = Record<string, never>;
 export interface GetPlanRequest {
   meta: RequestMeta | null;
   round: number;
+  x25519PublicKey: Buffer;
+}
+
+export interface SealedSecretMessage {
+  ephemeralPublicKey: Buffer;
+  nonce: Buffer;
+  ciphertext: Buffer;
 }
 
 export type PlanStatus = 'PLAN_STATUS_UNSPECIFIED' | 'PLAN_STATUS_READY' | 'PLAN_STATUS_PENDING' | 'PLAN_STATUS_NOT_MEMBER';
@@ -169,6 +176,7 @@ export interface RoundPlan {
   ring: RingMember[];
   rank: number;
   allreduceSecret: Buffer;
+  sealedSecret: SealedSecretMessage | null;
   deadlineMs: number;
   thetaSha256: string;
   innerSteps: number;

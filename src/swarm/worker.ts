@@ -21,6 +21,7 @@ import { loadOrCreateIdentity, Identity } from './identity';
 import { CollectiveId, coordinatorService, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from './proto';
 import { RpcError } from './rpc-error';
 import { parseRunConfig, RunConfig } from './run-config';
+import { newSealingKey, openSecret, secretContext } from './sealed-secret';
 import { fetchState } from './state-stream';
 import { isTransient, pushUpdate, sleep, StoppedError, withRetry } from './worker-rpc';
 
@@ -139,6 +140,8 @@ export class Worker {
   #innerStep = 0;
   #committedRounds = 0;
   #allreduceAbort: (() => void) | undefined;
+  /** Per-process X25519 key the round secrets are sealed to. */
+  readonly #sealing = newSealingKey();
   #allreduceAttempt = 0;
   #running: Promise<void> | undefined;
   #shuttingDown: Promise<void> | undefined;
@@ -429,7 +432,7 @@ export class Worker {
     const signal = this.#stop.signal;
     let sittingOut = -1;
     for (;;) {
-      const p = await withRetry(() => this.#client.call('getPlan', { round: 0 }), { signal });
+      const p = await withRetry(() => this.#client.call('getPlan', { round: 0, x25519PublicKey: this.#sealing.publicKey }), { signal });
       const round = p.id?.round ?? 0;
       this.#workRound = round;
       if (p.status === 'PLAN_STATUS_READY' && p.id) {
@@ -437,7 +440,14 @@ export class Worker {
           await this.#resync(this.#round + 1, p.thetaSha256, 'behind');
           if (p.thetaSha256 !== this.#thetaHash) throw new RoundAbandoned();
         }
-        return p as RoundPlan & { id: CollectiveId };
+        if (!p.sealedSecret) throw new RpcError(grpc.status.INTERNAL, 'the coordinator sent the all-reduce secret unsealed although this worker sent a key', 'secret-not-sealed');
+        let secret: Buffer;
+        try {
+          secret = openSecret(p.sealedSecret, this.#sealing, secretContext(this.#o.runId, p.id.round, p.id.attempt, this.peerId));
+        } catch (e) {
+          throw new RpcError(grpc.status.UNAVAILABLE, errorMessage(e), 'secret-unopenable');
+        }
+        return { ...p, allreduceSecret: secret } as RoundPlan & { id: CollectiveId };
       }
       if (p.status === 'PLAN_STATUS_NOT_MEMBER' && sittingOut !== round) {
         sittingOut = round;
