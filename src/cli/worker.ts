@@ -7,7 +7,7 @@ import { CliIO, defaultIO } from './io';
 import { GRACEFUL_STOP_SECONDS } from '../lifecycle';
 import { createLogger } from '../log';
 import { parseListenAddress } from '../metrics/http';
-import { Worker, WorkerConfigError } from '../swarm/worker';
+import { Worker, WorkerConfigError } from '../diloco/worker';
 
 export const WORKER_SPEC = {
   join: { type: 'string', required: true, valueName: 'HOST:PORT', description: "the coordinator's gRPC address" },

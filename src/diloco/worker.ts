@@ -6,24 +6,24 @@
 // is saved atomically after every commit and at stop, so a restarted worker resumes as the same peer.
 import * as grpc from '@grpc/grpc-js';
 import * as net from 'net';
-import { assignedBatch } from '../diloco/assignment';
-import { outerStep, pseudoGradient } from '../diloco/outer-step';
-import { loadWorkerState, makeWorkerState, saveWorkerState } from '../diloco/worker-state';
+import { assignedBatch } from './assignment';
+import { outerStep, pseudoGradient } from './outer-step';
+import { loadWorkerState, makeWorkerState, saveWorkerState } from './worker-state';
 import { DataLoader, datasetInfo } from '../data/loader';
 import { CovenantError, errorMessage } from '../errors';
 import { Logger } from '../log';
 import { initWorkerMetrics, WorkerMetrics } from '../metrics';
 import { ListenAddress, MetricsServer } from '../metrics/http';
 import { CommError, Compressor, dequantize, Engine, startAllReduce } from '../native';
-import { GlobalState } from './global-state';
-import { SignedClient } from './grpc-client';
-import { loadOrCreateIdentity, Identity } from './identity';
-import { CollectiveId, coordinatorService, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from './proto';
-import { RpcError } from './rpc-error';
-import { parseRunConfig, RunConfig } from './run-config';
-import { newSealingKey, openSecret, secretContext } from './sealed-secret';
-import { fetchState } from './state-stream';
-import { isTransient, pushUpdate, sleep, StoppedError, withRetry } from './worker-rpc';
+import { GlobalState } from '../swarm/global-state';
+import { SignedClient } from '../swarm/grpc-client';
+import { loadOrCreateIdentity, Identity } from '../swarm/identity';
+import { CollectiveId, coordinatorService, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
+import { RpcError } from '../swarm/rpc-error';
+import { parseRunConfig, RunConfig } from '../swarm/run-config';
+import { newSealingKey, openSecret, secretContext } from '../swarm/sealed-secret';
+import { fetchState } from '../swarm/state-stream';
+import { isTransient, pushUpdate, sleep, StoppedError, withRetry } from '../swarm/worker-rpc';
 
 export const WORKER_AGENT = 'covenant/0.1.0';
 
