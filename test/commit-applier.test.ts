@@ -40,6 +40,7 @@ async function setup(now = () => Date.now()) {
     prevThetaSha256: state.thetaHash,
     thetaSha256: next.thetaHash,
     members: ['p1', 'p2'],
+    resync: [],
     ring: ['p2', 'p1', 'p3'],
     plannedAtMs: Date.now() - 1000,
     committedAtMs: Date.now(),

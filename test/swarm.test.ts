@@ -4,6 +4,7 @@
 // coordinator restarts without losing a committed round, a worker restarted on its state directory is the
 // same peer, hostile requests are refused without disturbing the run, and /metrics moves.
 import * as grpc from '@grpc/grpc-js';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -14,7 +15,10 @@ import { PRESETS } from '../src/train/model-config';
 import { SignedClient } from '../src/swarm/grpc-client';
 import { Identity } from '../src/swarm/identity';
 import { coordinatorService, CoordinatorMethods, MAX_MESSAGE_BYTES } from '../src/swarm/proto';
-import { LocalSwarm, LogLine, localRunConfig } from '../src/swarm/local-swarm';
+import { CLI_MAIN, LocalSwarm, LogLine, localRunConfig } from '../src/swarm/local-swarm';
+import { CommitBody, entryProblem } from '../src/ledger/entry';
+import { readLedgerFile } from '../src/ledger/ledger';
+import { ledgerBalances } from '../src/ledger/verify';
 import { RpcError } from '../src/swarm/rpc-error';
 import { parsePrometheusText, sampleValue } from './helpers/prom-text';
 
@@ -214,4 +218,23 @@ test('SIGTERM: a worker leaves gracefully and exits 0; restarted on its state di
   const commit = await swarm.waitFor('w1', (l) => l.event === 'round.commit', 120_000);
   await committed(commit.round as number);
   expect(swarm.committedRounds().find((e) => e.round === commit.round)!.thetaSha256).toBe(commit.thetaSha256);
+});
+
+test('the ledger verifies, credits equal verified tokens, and a worker keeps its own signed entries', async () => {
+  const file = path.join(swarm.coordinatorState, 'ledger.jsonl');
+  const verify = spawnSync(process.execPath, [CLI_MAIN, 'ledger', 'verify', file], { encoding: 'utf8' });
+  expect(verify.stderr).toBe('');
+  expect(verify.status).toBe(0);
+  const { entries } = await readLedgerFile(file);
+  const commits = entries.filter((e) => e.type === 'commit').map((e) => e.body as unknown as CommitBody);
+  expect(commits.map((c) => c.round)).toEqual(swarm.committedRounds().map((r) => r.round).filter((r) => commits.some((c) => c.round === r)));
+  const perRound = 12 * 4 * 64;
+  for (const b of ledgerBalances(entries)) expect(b.credits).toBe(b.rounds * perRound);
+  expect(entries.filter((e) => e.type === 'join').length).toBeGreaterThanOrEqual(4);
+  // w3 was never restarted: its copy holds genesis and commits it took part in, each signed by the coordinator.
+  const copy = (await readLedgerFile(path.join(swarm.o.dir, 'w3', 'ledger.jsonl'))).entries;
+  const key = Buffer.from(String(entries[0].body.coordinatorPublicKey), 'base64');
+  expect(copy[0].type).toBe('genesis');
+  expect(copy.filter((e) => e.type === 'commit').length).toBeGreaterThan(2);
+  for (const e of copy) expect(entryProblem(e, key)).toBeUndefined();
 });

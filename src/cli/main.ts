@@ -5,6 +5,7 @@ import { UsageError } from './args';
 import { runCoordinator } from './coordinator';
 import { runDataPrepare } from './data-prepare';
 import { runDemo } from './demo';
+import { runLedger } from './ledger';
 import { runSample } from './sample';
 import { runTrain } from './train';
 import { runWorker } from './worker';
@@ -19,6 +20,7 @@ usage:
   covenant coordinator --config FILE --state DIR [--listen HOST:PORT]      serve a run (members, plans, state)
   covenant worker --join HOST:PORT --run-id ID --data DIR --state DIR      train in a run's rounds
   covenant demo [--workers N --rounds N --churn]                          a coordinator and 3 workers train on Brown
+  covenant ledger verify|balances|show FILE                                audit a run's credit ledger
   covenant version
 
 Run a command with --help for its flags.`;
@@ -36,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
       return runWorker(rest);
     case 'demo':
       return runDemo(rest);
+    case 'ledger':
+      return runLedger(rest);
     case 'data':
       if (rest[0] === 'prepare') return runDataPrepare(rest.slice(1));
       throw new UsageError(`unknown command: data ${rest[0] ?? ''} (did you mean \`covenant data prepare\`?)`);

@@ -58,3 +58,12 @@ export function assignmentDigest(runSeed: number, round: number, peerId: string,
   }
   return hash.digest('hex');
 }
+
+/**
+ * A digest naming a member's data of a round without the data: the manifest, the window seed and the batch
+ * shape fix every window (assignedBatch), so anyone holding the data set can expand it. Kept in the ledger.
+ */
+export function assignmentId(manifestSha256: string, runSeed: number, round: number, peerId: string, innerSteps: number, B: number, T: number): string {
+  const seed = windowSeed(runSeed, round, peerId);
+  return createHash('sha256').update(`covenant-assignment|${manifestSha256}|${seed}|${innerSteps}|${B}|${T}`).digest('hex');
+}

@@ -8,7 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import * as net from 'net';
 import { assignedBatch } from './assignment';
 import { outerStep, pseudoGradient } from './outer-step';
-import { loadWorkerState, makeWorkerState, saveWorkerState } from './worker-state';
+import { loadWorkerState, makeWorkerState, saveWorkerState, WorkerState } from './worker-state';
+import { MemberLedger } from '../ledger/member-copy';
 import { DataLoader, datasetInfo } from '../data/loader';
 import { CovenantError, errorMessage } from '../errors';
 import { Logger } from '../log';
@@ -135,6 +136,11 @@ export class Worker {
   /** The last committed round's averaged Δ, kept for an upload the coordinator may ask for. */
   #lastUpdate: { id: CollectiveId; avg: Float32Array } | undefined;
   #uploading: Promise<void> | undefined;
+  #ledger: MemberLedger | undefined;
+  #saved: WorkerState | undefined;
+  /** Set by a heartbeat re-join that found this worker's state stale; the loop resyncs before its next plan. */
+  #resyncWanted: { round: number; thetaSha256: string } | undefined;
+  #ledgerSync: Promise<unknown> = Promise.resolve();
   #phase: WorkerPhaseName = 'idle';
   #workRound = 0;
   #innerStep = 0;
@@ -204,7 +210,19 @@ export class Worker {
     }
     this.#client = new SignedClient(coordinatorService(), { address: o.coordinator, identity: this.#identity, runId: o.runId });
     this.#log.info('worker.start', { peerId: this.#identity.peerId, coordinator: o.coordinator, listen: this.#listen, advertise: this.#advertise, data: o.dataDir, manifestSha256: this.#manifest });
+    try {
+      this.#saved = await loadWorkerState(o.stateDir, { runId: o.runId });
+    } catch (e) {
+      throw new WorkerConfigError(`${errorMessage(e)}`, { cause: e });
+    }
+    if (this.#saved) {
+      // Announce the state this worker holds, so an up-to-date worker is not sent to fetch it again.
+      this.#round = this.#saved.round;
+      this.#thetaHash = this.#saved.thetaSha256;
+    }
     await this.#join(true);
+    this.#ledger = await MemberLedger.open(o.stateDir, this.#identity.peerId);
+    this.#syncLedger();
     this.#heartbeat = setInterval(() => void this.#beat(), this.#cfg.heartbeatIntervalMs);
     this.#heartbeat.unref();
   }
@@ -266,6 +284,7 @@ export class Worker {
     if (!this.#client) return;
     this.#ready = false;
     await this.#uploading?.catch(() => undefined);
+    await this.#ledgerSync;
     if (this.#engine && !this.#engine.disposed) {
       await this.#save().catch((e) => this.#log.error('state.save-failed', { error: errorMessage(e) }));
       if (this.#stopReason !== '') {
@@ -325,7 +344,11 @@ export class Worker {
     this.#engine = Engine.create({ model: cfg.model, seed: cfg.seed, threads: o.threads });
     const n = this.#engine.params().length;
     this.#compressor = new Compressor(n, cfg.blockSize);
-    const saved = await loadWorkerState(o.stateDir, { runId: o.runId, numParams: n });
+    const saved = this.#saved;
+    this.#saved = undefined;
+    if (saved && saved.theta.length !== n) {
+      throw new WorkerConfigError(`worker state in ${o.stateDir} holds ${saved.theta.length} parameters but the run's model has ${n}; use another --state directory for this run`);
+    }
     if (saved) {
       this.#engine.loadParams(saved.theta);
       this.#engine.loadOptimizerState(saved.adamM, saved.adamV, saved.adamStep);
@@ -406,8 +429,9 @@ export class Worker {
         this.#allreduceAbort();
       }
       if (res.action === 'HEARTBEAT_ACTION_REJOIN' && this.#phase !== 'syncing') {
-        await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: 'cpu' });
-        this.#log.info('worker.rejoin', { round: this.#round });
+        const j = await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: 'cpu' });
+        if (j.needsState) this.#resyncWanted = { round: j.committedRound, thetaSha256: j.thetaSha256 };
+        this.#log.info('worker.rejoin', { round: this.#round, needsState: j.needsState });
       } else if (res.action === 'HEARTBEAT_ACTION_UPLOAD') {
         const u = this.#lastUpdate;
         if (u && u.id.round === res.uploadRound) this.#upload(u.id, u.avg);
@@ -415,6 +439,16 @@ export class Worker {
     } catch (e) {
       this.#log.debug('heartbeat.failed', { error: errorMessage(e) });
     }
+  }
+
+  /** Refreshes this member's copy of its ledger entries in the background. */
+  #syncLedger(): void {
+    const l = this.#ledger;
+    if (!l) return;
+    this.#ledgerSync = l
+      .sync(this.#client)
+      .then((n) => n > 0 && this.#log.info('ledger.sync', { kept: n, entries: l.entries.length }))
+      .catch((e) => this.#log.warn('ledger.sync-failed', { error: errorMessage(e) }));
   }
 
   #upload(id: CollectiveId, avg: Float32Array): void {
@@ -430,6 +464,9 @@ export class Worker {
   /** GetPlan until READY for a round this worker can run. */
   async #plan(): Promise<RoundPlan & { id: CollectiveId }> {
     const signal = this.#stop.signal;
+    const wanted = this.#resyncWanted;
+    this.#resyncWanted = undefined;
+    if (wanted && wanted.thetaSha256 !== this.#thetaHash) await this.#resync(wanted.round, wanted.thetaSha256, 'behind');
     let sittingOut = -1;
     for (;;) {
       const p = await withRetry(() => this.#client.call('getPlan', { round: 0, x25519PublicKey: this.#sealing.publicKey }), { signal });
@@ -437,7 +474,7 @@ export class Worker {
       this.#workRound = round;
       if (p.status === 'PLAN_STATUS_READY' && p.id) {
         if (p.thetaSha256 !== this.#thetaHash) {
-          await this.#resync(this.#round + 1, p.thetaSha256, 'behind');
+          await this.#resync(0, p.thetaSha256, 'behind');
           if (p.thetaSha256 !== this.#thetaHash) throw new RoundAbandoned();
         }
         if (!p.sealedSecret) throw new RpcError(grpc.status.INTERNAL, 'the coordinator sent the all-reduce secret unsealed although this worker sent a key', 'secret-not-sealed');
@@ -472,6 +509,7 @@ export class Worker {
     // Inner steps on this member's windows of the round.
     this.#metrics?.training.startRound(cfg.innerSteps);
     this.#log.info('round.start', { round, attempt: plan.id.attempt, members: plan.ring.length, rank: plan.rank });
+    this.#syncLedger();
     this.#innerStep = 0;
     this.#setPhase('inner');
     let lossSum = 0;

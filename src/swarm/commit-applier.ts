@@ -23,12 +23,15 @@ export interface PendingCommit {
   thetaSha256: string;
   /** Members with the committed hash: the only ones asked for the update. */
   members: string[];
+  /** Members whose hash disagreed (told to resync). */
+  resync: string[];
   ring: string[];
   plannedAtMs: number;
   committedAtMs: number;
 }
 
 interface MemberReport {
+  request: ReportRoundRequest;
   meanLoss: number;
   tokens: number;
   timings: { innerSeconds: number; allreduceSeconds: number; outerSeconds: number; totalSeconds: number };
@@ -51,7 +54,7 @@ export interface CommitApplierOptions {
   outer: OuterSettings;
   logger: Logger;
   /** Called once a commit is saved, with its round duration (plan to save) in seconds. */
-  onApplied?: (commit: PendingCommit, seconds: number) => void;
+  onApplied?: (commit: PendingCommit, seconds: number, reports: ReadonlyMap<string, ReportRoundRequest>) => void;
   /** An uploader silent this long is replaced by the next committed member that reports (default 20 s). */
   uploadStaleMs?: number;
   now?: () => number;
@@ -86,7 +89,7 @@ export class CommitApplier {
     let m = this.#reports.get(key);
     if (!m) this.#reports.set(key, (m = new Map()));
     const t = req.timings ?? { innerSeconds: 0, allreduceSeconds: 0, outerSeconds: 0, totalSeconds: 0 };
-    m.set(peerId, { meanLoss: req.meanLoss, tokens: req.tokens, timings: { ...t } });
+    m.set(peerId, { request: req, meanLoss: req.meanLoss, tokens: req.tokens, timings: { ...t } });
   }
 
   /** The planner committed a round. */
@@ -196,7 +199,8 @@ export class CommitApplier {
     const savedAtMs = this.#now();
     await this.#o.roundLog.append(this.#entry(c));
     const seconds = Math.max(0, (savedAtMs - c.plannedAtMs) / 1000);
-    this.#o.onApplied?.(c, seconds);
+    const reports = new Map([...(this.#reports.get(`${c.round}/${c.attempt}`) ?? new Map<string, MemberReport>())].map(([p, r]) => [p, r.request]));
+    this.#o.onApplied?.(c, seconds, reports);
     log.info('state.commit', { round: c.round, attempt: c.attempt, thetaSha256: c.thetaSha256, from: peerId, seconds });
   }
 

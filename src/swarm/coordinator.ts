@@ -4,6 +4,10 @@
 // planner along, and optionally /metrics, /healthz and /readyz.
 // A planner commit becomes the new global state through CommitApplier (commit-applier.ts): one committed
 // member uploads the round's averaged pseudo-gradient and the coordinator applies the outer step itself.
+import * as crypto from 'crypto';
+import { commitBody } from '../ledger/commit-entry';
+import { Ledger } from '../ledger/ledger';
+import { streamLedger } from '../ledger/stream';
 import { Logger } from '../log';
 import { CoordinatorMetrics, initCoordinatorMetrics } from '../metrics';
 import { ListenAddress, MetricsServer } from '../metrics/http';
@@ -12,6 +16,7 @@ import { numParams } from '../train/param-layout';
 import { createCoordinatorHandlers, createRoundHandlers, membershipEventSink, plannerEventSink } from './coordinator-service';
 import { GlobalState, globalStatePath, loadGlobalState, makeGlobalState, saveGlobalState } from './global-state';
 import { SignedServer } from './grpc-server';
+import { loadOrCreateIdentity } from './identity';
 import { Membership } from './membership';
 import { coordinatorService } from './proto';
 import { RoundLog } from './round-log';
@@ -54,6 +59,7 @@ export class Coordinator {
   #membership: Membership | undefined;
   #planner: RoundPlanner | undefined;
   #applier: CommitApplier | undefined;
+  #ledger: Ledger | undefined;
   #server: SignedServer | undefined;
   #metricsServer: MetricsServer | undefined;
   #metrics: CoordinatorMetrics | undefined;
@@ -127,7 +133,30 @@ export class Coordinator {
     log.info('roundlog.open', { file: opened.log.file, entries: opened.entries.length, lastRound: opened.log.lastRound });
 
     const metrics = this.#metrics;
-    const membership = new Membership({ heartbeatTimeoutMs: cfg.heartbeatTimeoutMs, onEvent: membershipEventSink(log, metrics?.membership) });
+    const identity = loadOrCreateIdentity(this.stateDir);
+    const openedLedger = await Ledger.open(this.stateDir, identity, {
+      runId: cfg.runId,
+      coordinatorPeerId: identity.peerId,
+      coordinatorPublicKey: identity.publicKey.toString('base64'),
+      runConfigSha256: crypto.createHash('sha256').update(canonicalJson(cfg)).digest('hex'),
+      round: state.round,
+      thetaSha256: state.thetaHash,
+    });
+    const ledger = openedLedger.ledger;
+    this.#ledger = ledger;
+    if (openedLedger.tornBytes) log.warn('ledger.torn', { file: ledger.file, bytes: openedLedger.tornBytes });
+    log.info('ledger.open', { file: ledger.file, entries: ledger.length, coordinatorPeerId: identity.peerId });
+    const record = (type: 'join' | 'leave' | 'drop' | 'commit', body: Record<string, unknown>) =>
+      ledger.append(type, body).catch((e) => log.error('ledger.append-failed', { type, error: e }));
+    const membershipLog = membershipEventSink(log, metrics?.membership);
+    const membership = new Membership({
+      heartbeatTimeoutMs: cfg.heartbeatTimeoutMs,
+      onEvent: (e) => {
+        membershipLog(e);
+        if (e.type === 'join' && e.rejoin) return;
+        void record(e.type, { peerId: e.member.peerId, address: e.member.address, ...(e.type === 'leave' ? { reason: e.reason } : {}) });
+      },
+    });
     this.#membership = membership;
     const applier = new CommitApplier({
       stateDir: this.stateDir,
@@ -138,7 +167,10 @@ export class Coordinator {
       roundLog: this.#roundLog,
       outer: { lr: cfg.outerLr, momentum: cfg.outerMomentum },
       logger: log,
-      onApplied: (_c, seconds) => metrics?.membership.roundCommitted(seconds),
+      onApplied: (c, seconds, reports) => {
+        metrics?.membership.roundCommitted(seconds);
+        void record('commit', commitBody(c, reports, cfg) as unknown as Record<string, unknown>);
+      },
     });
     this.#applier = applier;
     const plannerLog = plannerEventSink(log);
@@ -169,6 +201,7 @@ export class Coordinator {
             prevThetaSha256: lastCommitHash,
             thetaSha256: e.thetaSha256,
             members: [...e.verdicts].filter(([, v]) => v === 'committed').map(([p]) => p),
+            resync: [...e.verdicts].filter(([, v]) => v === 'resync').map(([p]) => p),
             ring: plan?.ring ?? [...e.verdicts.keys()],
             plannedAtMs: plan?.plannedAtMs ?? Date.now(),
             committedAtMs: Date.now(),
@@ -211,6 +244,7 @@ export class Coordinator {
       }),
       fetchState: (req, ctx) => streamState(this.state, req, { signal: ctx.signal }),
       pushUpdate: (req, ctx) => applier.receive(ctx.peer.peerId, req),
+      streamLedger: (req) => streamLedger(ledger, req.fromIndex),
     });
     this.#server = server;
     this.#port = await server.listen(this.#opts.listen);
@@ -236,6 +270,7 @@ export class Coordinator {
       await this.#server?.close(graceMs);
       await this.#metricsServer?.stop();
       await this.#roundLog?.close();
+      await this.#ledger?.close();
       this.#log.info('coordinator.stop', { round: this.#planner?.round, committedRound: this.#planner?.committedRound, members: this.#membership?.size });
     })();
     return this.#stopping;

@@ -240,6 +240,16 @@ export interface PushUpdateRequest {
   data: Buffer;
 }
 
+export interface StreamLedgerRequest {
+  meta: RequestMeta | null;
+  fromIndex: number;
+}
+
+export interface LedgerEntryMessage {
+  index: number;
+  json: string;
+}
+
 export interface PushUpdateResponse {
   receivedBytes: number;
   applied: boolean;
@@ -289,6 +299,7 @@ export type CoordinatorMethods = {
   reportRound: UnaryMethod<ReportRoundRequest, ReportRoundResponse>;
   fetchState: ServerStreamMethod<FetchStateRequest, StateChunk>;
   pushUpdate: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
+  streamLedger: ServerStreamMethod<StreamLedgerRequest, LedgerEntryMessage>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */
