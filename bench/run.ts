@@ -1,29 +1,36 @@
-// Benchmarks: `npm run bench -- [gemm|attention|train|quant|allreduce|all ...] [--threads N] [--quick]`: arguments and dispatch.
+// Benchmarks: `npm run bench -- [gemm|attention|train|quant|allreduce|convergence|all ...] [--threads N] [--quick]`:
+// arguments and dispatch.
 // Each NAME writes bench/out/NAME.json = { machine, rows } (DESIGN.md, "Tests and benches") and prints a
 // table. GEMM and attention run in the native bench executable (native-bench.ts); train runs the Node
 // engine, beside the PyTorch peer (torch-peer.ts) when /usr/bin/python3 has torch; allreduce runs one node
 // process per rank (allreduce-rank.ts), beside torch's gloo, on loopback and on shaped links in network
 // namespaces (netns.ts). Every bench measures its limit (the fp32 FMA peak at the same thread count; for
-// allreduce, TCP bandwidth) and puts it in its rows as impl 'limit'.
+// allreduce, TCP bandwidth) and puts it in its rows as impl 'limit'. convergence trains a swarm of worker
+// processes against a single worker (convergence.ts); it is a training run of several minutes, so `all`
+// leaves it out: name it.
 import { invalidParameter } from '../src/train/model-config';
 import { benchAllreduce } from './allreduce';
 import { benchAttention } from './attention';
+import { benchConvergence } from './convergence';
 import { benchGemm } from './gemm';
 import { nativeBin } from './native-bench';
 import { BenchOptions } from './options';
 import { benchQuant } from './quant';
 import { benchTrain } from './train';
 
-/** Each bench by name, in the order `all` runs them. */
+/** Each bench by name, in the order they run (`all`: see ALL). */
 const BENCHES = {
   gemm: benchGemm,
   attention: benchAttention,
   train: benchTrain,
   quant: benchQuant,
   allreduce: benchAllreduce,
+  convergence: benchConvergence,
 } satisfies Record<string, (opts: BenchOptions) => void | Promise<void>>;
 type BenchName = keyof typeof BENCHES;
 const NAMES = Object.keys(BENCHES) as BenchName[];
+/** What `all` (and no name) runs: every bench but the convergence training runs. */
+const ALL = NAMES.filter((n) => n !== 'convergence');
 
 interface Options extends BenchOptions {
   names: BenchName[];
@@ -45,7 +52,7 @@ function parseOptions(argv: string[]): Options {
       }
       threads = n;
     } else if (a === 'all') {
-      names.push(...NAMES);
+      names.push(...ALL);
     } else if ((NAMES as readonly string[]).includes(a)) {
       names.push(a as BenchName);
     } else {
@@ -55,7 +62,7 @@ function parseOptions(argv: string[]): Options {
       );
     }
   }
-  return { names: names.length ? [...new Set(names)] : [...NAMES], threads, quick };
+  return { names: names.length ? [...new Set(names)] : [...ALL], threads, quick };
 }
 
 async function main(): Promise<void> {

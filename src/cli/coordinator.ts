@@ -16,10 +16,11 @@ export const COORDINATOR_SPEC = {
   state: { type: 'string', required: true, valueName: 'DIR', description: 'state directory (global state, round log); a restart resumes from it' },
   listen: { type: 'string', default: '0.0.0.0:7470', valueName: 'HOST:PORT', description: 'gRPC listen address (port 0: a free port)' },
   metrics: { type: 'string', valueName: 'HOST:PORT', description: 'serve /metrics, /healthz and /readyz here (default: off)' },
+  data: { type: 'string', valueName: 'DIR', description: "the run's prepared data: turns on the validator's useful-work check" },
   help: { type: 'bool', description: 'print this help' },
 } as const;
 
-export const COORDINATOR_USAGE = formatUsage('covenant coordinator --config run.json --state DIR [--listen HOST:PORT] [--metrics HOST:PORT]', COORDINATOR_SPEC);
+export const COORDINATOR_USAGE = formatUsage('covenant coordinator --config run.json --state DIR [--listen HOST:PORT] [--metrics HOST:PORT] [--data DIR]', COORDINATOR_SPEC);
 
 export async function runCoordinator(argv: string[], io: CliIO = defaultIO): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -46,7 +47,7 @@ export async function runCoordinator(argv: string[], io: CliIO = defaultIO): Pro
   }
 
   const logger = createLogger();
-  const coordinator = new Coordinator({ config, stateDir: args.state, listen, metrics, logger });
+  const coordinator = new Coordinator({ config, stateDir: args.state, listen, metrics, logger, dataDir: args.data });
   let signalled: (sig: string) => void = () => undefined;
   const stopped = new Promise<string>((resolve) => {
     signalled = resolve;

@@ -10,6 +10,8 @@ import { assignedBatch } from './assignment';
 import { outerStep, pseudoGradient } from './outer-step';
 import { loadWorkerState, makeWorkerState, saveWorkerState, WorkerState } from './worker-state';
 import { MemberLedger } from '../ledger/member-copy';
+import { CompressedDelta, deltaNorm, deltaRoot, encodeDelta } from '../trust/delta-blocks';
+import { HostileKind, hostileKind, randomTokens } from './hostile';
 import { DataLoader, datasetInfo } from '../data/loader';
 import { CovenantError, errorMessage } from '../errors';
 import { Logger } from '../log';
@@ -24,7 +26,7 @@ import { RpcError } from '../swarm/rpc-error';
 import { parseRunConfig, RunConfig } from '../swarm/run-config';
 import { newSealingKey, openSecret, secretContext } from '../swarm/sealed-secret';
 import { fetchState } from '../swarm/state-stream';
-import { isTransient, pushUpdate, sleep, StoppedError, withRetry } from '../swarm/worker-rpc';
+import { isTransient, pushChunks, pushUpdate, sleep, StoppedError, withRetry } from '../swarm/worker-rpc';
 
 export const WORKER_AGENT = 'covenant/0.1.0';
 
@@ -137,6 +139,10 @@ export class Worker {
   #lastUpdate: { id: CollectiveId; avg: Float32Array } | undefined;
   #uploading: Promise<void> | undefined;
   #ledger: MemberLedger | undefined;
+  #deltaUpload: Promise<unknown> = Promise.resolve();
+  #hostile: HostileKind | undefined;
+  /** hostile 'replay': the first round's compressed Δ, sent again every round. */
+  #replayed: CompressedDelta | undefined;
   #saved: WorkerState | undefined;
   /** Set by a heartbeat re-join that found this worker's state stale; the loop resyncs before its next plan. */
   #resyncWanted: { round: number; thetaSha256: string } | undefined;
@@ -180,6 +186,12 @@ export class Worker {
     this.#identity = loadOrCreateIdentity(o.stateDir);
     const info = datasetInfo(o.dataDir);
     this.#manifest = info.manifestHash;
+    try {
+      this.#hostile = hostileKind();
+    } catch (e) {
+      throw new WorkerConfigError(errorMessage(e));
+    }
+    if (this.#hostile) this.#log.warn('worker.hostile', { kind: this.#hostile, note: 'test-only misbehaviour switched on (COVENANT_TEST_HOSTILE)' });
     this.#train = DataLoader.open(o.dataDir, { split: 'train' });
     try {
       this.#val = DataLoader.open(o.dataDir, { split: 'val' });
@@ -284,6 +296,7 @@ export class Worker {
     if (!this.#client) return;
     this.#ready = false;
     await this.#uploading?.catch(() => undefined);
+    await this.#deltaUpload;
     await this.#ledgerSync;
     if (this.#engine && !this.#engine.disposed) {
       await this.#save().catch((e) => this.#log.error('state.save-failed', { error: errorMessage(e) }));
@@ -441,6 +454,43 @@ export class Worker {
     }
   }
 
+  /**
+   * Commits to this member's Δ for the plan's attempt and waits until every member has (GO). 'replan': the
+   * attempt changed, get the new plan. A refusal abandons the round; members that never commit make this
+   * member report the all-reduce as failed in phase 'commit', naming one of them.
+   */
+  async #commitAndWait(plan: RoundPlan & { id: CollectiveId }, c: { merkleRoot: string; deltaNorm: number; tokens: number; meanLoss: number; numBlocks: number }): Promise<'go' | 'replan'> {
+    const signal = this.#stop.signal;
+    const deadline = Date.now() + (plan.allreduceTimeoutMs || this.#cfg.allreduceTimeoutMs);
+    for (;;) {
+      const r = await withRetry(() => this.#client.call('commit', { id: plan.id, ...c }), { signal });
+      if (r.status === 'COMMIT_STATUS_GO') return 'go';
+      if (r.status === 'COMMIT_STATUS_REPLAN') return 'replan';
+      if (r.status === 'COMMIT_STATUS_REFUSED') {
+        this.#log.warn('trust.refused', { round: plan.id.round, attempt: plan.id.attempt, reason: r.reason });
+        throw new RoundAbandoned();
+      }
+      if (Date.now() > deadline) {
+        const rank = r.missingRanks[0] ?? -1;
+        this.#log.warn('commit.timeout', { round: plan.id.round, attempt: plan.id.attempt, missingRanks: r.missingRanks });
+        const v = await this.#report(plan, {
+          outcome: 'ROUND_OUTCOME_ALLREDUCE_FAILED',
+          failure: { code: 'COMM_TIMEOUT', phase: 'commit', peerRank: rank, message: `ranks ${r.missingRanks.join(', ')} did not commit within the timeout` },
+        });
+        if (v.verdict === 'ROUND_VERDICT_RESYNC') throw new RoundAbandoned();
+        return 'replan';
+      }
+      await sleep(Math.max(20, Math.min(r.retryAfterMs || 100, 500)), signal);
+    }
+  }
+
+  #uploadDelta(id: CollectiveId, d: CompressedDelta): void {
+    const payload = encodeDelta(d);
+    this.#deltaUpload = pushChunks(this.#client, 'pushDelta', id, payload, this.#stop.signal)
+      .then(() => this.#log.info('trust.delta-upload', { round: id.round, bytes: payload.length }))
+      .catch((e) => this.#log.warn('trust.delta-upload-failed', { round: id.round, error: errorMessage(e) }));
+  }
+
   /** Refreshes this member's copy of its ledger entries in the background. */
   #syncLedger(): void {
     const l = this.#ledger;
@@ -515,7 +565,7 @@ export class Worker {
     let lossSum = 0;
     for (let s = 0; s < cfg.innerSteps; s++) {
       if (signal.aborted) return this.#abandon(plan, 'stopping');
-      const batch = assignedBatch(this.#train, cfg.seed, round, this.peerId, s, B, T);
+      const batch = this.#hostile === 'random-tokens' ? randomTokens(B, T, this.#train.vocabSize) : assignedBatch(this.#train, cfg.seed, round, this.peerId, s, B, T);
       const st = Date.now();
       const r = await this.#engine.step(batch, B, T, { lr: cfg.innerLr, weightDecay: cfg.innerWeightDecay, gradClip: cfg.innerGradClip });
       const seconds = (Date.now() - st) / 1000;
@@ -530,17 +580,29 @@ export class Worker {
 
     // Δ with error feedback; the all-reduce works on a copy so a failed attempt can be retried.
     const delta = pseudoGradient(this.#theta, this.#engine.params());
+    if (this.#hostile === 'zero') delta.fill(0);
+    if (this.#hostile === 'scaled') for (let i = 0; i < delta.length; i++) delta[i] *= 25;
     const residualBefore = Float32Array.from(this.#compressor.residual());
     let send: Float32Array;
+    let compressed: CompressedDelta | undefined;
     if (cfg.compression === 'int8') {
       const q = await this.#compressor.compress(delta);
-      send = await dequantize(q.codes, q.scales, cfg.blockSize);
+      compressed = { codes: q.codes, scales: q.scales, block: cfg.blockSize };
+      if (this.#hostile === 'replay') compressed = this.#replayed ??= compressed;
+      send = await dequantize(compressed.codes, compressed.scales, cfg.blockSize);
     } else {
       send = delta;
     }
     const restore = () => {
       this.#compressor.loadResidual(residualBefore);
       this.#engine.loadParams(this.#theta);
+    };
+    const commitment = compressed && {
+      merkleRoot: deltaRoot(compressed),
+      deltaNorm: deltaNorm(compressed),
+      tokens: cfg.innerSteps * B * T,
+      meanLoss,
+      numBlocks: compressed.scales.length,
     };
 
     // All-reduce by the plan; on failure report it and follow the re-plan.
@@ -549,6 +611,24 @@ export class Worker {
     let avg: Float32Array;
     let result;
     for (;;) {
+      if (commitment) {
+        const go = await this.#commitAndWait(plan, commitment).catch((e) => {
+          restore();
+          throw e;
+        });
+        if (go !== 'go') {
+          const next = await this.#plan().catch((err) => {
+            restore();
+            throw err;
+          });
+          if (next.id.round !== round) {
+            restore();
+            throw new RoundAbandoned();
+          }
+          plan = next;
+          continue;
+        }
+      }
       avg = Float32Array.from(send);
       this.#log.info('allreduce.start', { round, attempt: plan.id.attempt, rank: plan.rank, ranks: plan.ring.length, mode: cfg.compression });
       const handle = startAllReduce({
@@ -653,6 +733,7 @@ export class Worker {
     this.#thetaHash = hash;
     this.#lastUpdate = { id: plan.id, avg };
     if (v.uploadUpdate) this.#upload(plan.id, avg);
+    if (v.uploadDelta && compressed) this.#uploadDelta(plan.id, compressed);
     await this.#save();
     this.#committedRounds++;
     const seconds = (Date.now() - t0) / 1000;
@@ -670,7 +751,7 @@ export class Worker {
     this.#setPhase('idle');
   }
 
-  async #report(plan: RoundPlan & { id: CollectiveId }, body: Omit<Partial<ReportRoundRequest>, 'meta' | 'id'>): Promise<{ verdict: RoundVerdict; committedRound: number; uploadUpdate: boolean }> {
+  async #report(plan: RoundPlan & { id: CollectiveId }, body: Omit<Partial<ReportRoundRequest>, 'meta' | 'id'>): Promise<{ verdict: RoundVerdict; committedRound: number; uploadUpdate: boolean; uploadDelta: boolean }> {
     return withRetry(() => this.#client.call('reportRound', { id: plan.id, ...body }), { signal: this.#stop.signal }).catch((e) => {
       if (e instanceof RpcError && ['not-in-round', 'round-not-open', 'plan-pending', 'bad-attempt'].includes(e.reason)) {
         this.#log.info('round.dropped', { round: plan.id.round, reason: e.reason });

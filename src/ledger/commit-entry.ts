@@ -4,7 +4,8 @@ import { assignmentId } from '../diloco/assignment';
 import type { PendingCommit } from '../swarm/commit-applier';
 import type { ReportRoundRequest } from '../swarm/proto';
 import type { RunConfig } from '../swarm/run-config';
-import { CommitBody, MemberOutcome, signedRecord } from './entry';
+import type { RoundLogEntry } from '../swarm/round-log';
+import { CommitBody, LedgerEntry, MemberOutcome, SignedRecord, signedRecord } from './entry';
 
 export const REPORT_ROUND_METHOD = '/covenant.v1.Coordinator/ReportRound';
 
@@ -13,6 +14,9 @@ export interface MemberCheck {
   ok: boolean;
   score: number;
   reason?: string;
+  /** Useful-work loss drops on the member's windows and on windows it was not given (when checked). */
+  gainAssigned?: number;
+  gainControl?: number;
 }
 
 export function commitBody(
@@ -20,6 +24,8 @@ export function commitBody(
   reports: ReadonlyMap<string, ReportRoundRequest>,
   cfg: Pick<RunConfig, 'manifestSha256' | 'seed' | 'innerSteps' | 'batchSize' | 'seqLen'>,
   checks: ReadonlyMap<string, MemberCheck> = new Map(),
+  commitments?: ReadonlyMap<string, SignedRecord>,
+  refused: ReadonlyMap<string, string> = new Map(),
 ): CommitBody {
   const outcome = (peerId: string, agreed: boolean): MemberOutcome => {
     const report = reports.get(peerId);
@@ -35,7 +41,9 @@ export function commitBody(
       score,
       credits: verdict === 'verified' && report ? Math.round(tokens * score) : 0,
       assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, c.round, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen),
+      ...(check?.gainAssigned !== undefined ? { usefulWork: { gainAssigned: check.gainAssigned, gainControl: check.gainControl ?? 0 } } : {}),
       ...(report ? { report: signedRecord(REPORT_ROUND_METHOD, report) } : {}),
+      ...(commitments?.get(peerId) ? { commitment: commitments.get(peerId) } : {}),
     };
   };
   return {
@@ -44,6 +52,56 @@ export function commitBody(
     prevThetaSha256: c.prevThetaSha256,
     thetaSha256: c.thetaSha256,
     ring: [...c.ring],
-    members: [...c.members.map((p) => outcome(p, true)), ...c.resync.map((p) => outcome(p, false))],
+    members: [
+      ...c.members.map((p) => outcome(p, true)),
+      ...c.resync.map((p) => outcome(p, false)),
+      ...[...refused].filter(([p]) => !c.members.includes(p)).map(([peerId, reason]): MemberOutcome => ({
+        peerId,
+        verdict: 'failed',
+        reason,
+        tokens: 0,
+        score: 0,
+        credits: 0,
+        assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, c.round, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen),
+      })),
+    ],
   };
+}
+
+/**
+ * Commit entries for rounds the coordinator saved but stopped before writing to the ledger (it writes a
+ * round's entry once the round's checks are in): from the round log where it has them, else the saved state
+ * alone. Their members get verdict 'unverified' and no credits; the θ chain stays whole.
+ */
+export function missedCommits(
+  ledger: readonly LedgerEntry[],
+  roundLog: readonly RoundLogEntry[],
+  state: { round: number; thetaHash: string },
+  cfg: Pick<RunConfig, 'manifestSha256' | 'seed' | 'innerSteps' | 'batchSize' | 'seqLen'>,
+): CommitBody[] {
+  let round = 0;
+  let theta = '';
+  for (const e of ledger) {
+    if (e.type === 'genesis') [round, theta] = [Number(e.body.round), String(e.body.thetaSha256)];
+    if (e.type === 'commit') [round, theta] = [Number(e.body.round), String(e.body.thetaSha256)];
+  }
+  const out: CommitBody[] = [];
+  const unverified = (r: number, peerId: string): MemberOutcome => ({
+    peerId,
+    verdict: 'unverified',
+    reason: 'the coordinator stopped before the round was verified',
+    tokens: 0,
+    score: 0,
+    credits: 0,
+    assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, r, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen),
+  });
+  for (const e of roundLog) {
+    if (e.round <= round || e.round > state.round) continue;
+    out.push({ round: e.round, attempt: e.attempt, prevThetaSha256: theta, thetaSha256: e.thetaSha256, ring: [...e.ring], members: e.members.map((p) => unverified(e.round, p)) });
+    [round, theta] = [e.round, e.thetaSha256];
+  }
+  if (state.round > round && state.thetaHash !== theta) {
+    out.push({ round: state.round, attempt: 0, prevThetaSha256: theta, thetaSha256: state.thetaHash, ring: [], members: [] });
+  }
+  return out;
 }

@@ -46,8 +46,11 @@ export interface SignedRecord {
 
 export interface MemberOutcome {
   peerId: string;
-  /** 'verified': checks passed; 'failed': a check failed (reason says which); 'resync': its θ hash disagreed. */
-  verdict: 'verified' | 'failed' | 'resync';
+  /**
+   * 'verified': checks passed; 'failed': a check failed (reason says which); 'resync': its θ hash disagreed;
+   * 'unverified': the coordinator stopped before it checked the round (no credit, no penalty).
+   */
+  verdict: 'verified' | 'failed' | 'resync' | 'unverified';
   reason?: string;
   /** Tokens the member reported for the round. */
   tokens: number;
@@ -59,6 +62,10 @@ export interface MemberOutcome {
   assignmentDigest: string;
   /** The member's signed ReportRound, when it sent one. */
   report?: SignedRecord;
+  /** The member's signed Commit (Merkle root, norm, tokens) of the attempt that ran. */
+  commitment?: SignedRecord;
+  /** The useful-work check's loss drops, when the member was sampled. */
+  usefulWork?: { gainAssigned: number; gainControl: number };
 }
 
 export interface CommitBody {

@@ -156,8 +156,8 @@ export interface RoundServiceOptions {
   /** When given, a caller that is not a member (never joined, left, dropped) gets NOT_FOUND 'unknown-peer': Join. */
   membership?: Membership;
   logger?: Logger;
-  /** Sees every report with its verdict; returns true when the reporter should upload the round's update. */
-  onReport?: (peerId: string, req: ReportRoundRequest, verdict: ReportVerdict) => boolean;
+  /** Sees every report with its verdict; says whether the reporter should upload the round's update and its own Δ. */
+  onReport?: (peerId: string, req: ReportRoundRequest, verdict: ReportVerdict) => { uploadUpdate?: boolean; uploadDelta?: boolean };
 }
 
 /** A RoundPlanner event sink that logs round.plan / round.replan / round.commit / round.abandon lines. */
@@ -275,8 +275,8 @@ export function createRoundHandlers(planner: RoundPlanner, opts: RoundServiceOpt
         default:
           throw new RpcError(grpc.status.INVALID_ARGUMENT, `ReportRound outcome ${JSON.stringify(req.outcome)} is not one of COMPLETED, ALLREDUCE_FAILED, ABANDONED`, 'bad-outcome');
       }
-      const uploadUpdate = opts.onReport?.(peerId, req, verdict) ?? false;
-      return { verdict: VERDICTS[verdict], committedRound: planner.committedRound, uploadUpdate };
+      const asks = opts.onReport?.(peerId, req, verdict) ?? {};
+      return { verdict: VERDICTS[verdict], committedRound: planner.committedRound, uploadUpdate: asks.uploadUpdate ?? false, uploadDelta: asks.uploadDelta ?? false };
     },
   };
 }

@@ -5,7 +5,11 @@
 // A planner commit becomes the new global state through CommitApplier (commit-applier.ts): one committed
 // member uploads the round's averaged pseudo-gradient and the coordinator applies the outer step itself.
 import * as crypto from 'crypto';
-import { commitBody } from '../ledger/commit-entry';
+import { DataLoader, datasetInfo } from '../data/loader';
+import { commitBody, missedCommits } from '../ledger/commit-entry';
+import { SignedRecord } from '../ledger/entry';
+import { CommitmentBook } from '../trust/commitments';
+import { RoundVerifier } from '../trust/round-verifier';
 import { Ledger } from '../ledger/ledger';
 import { streamLedger } from '../ledger/stream';
 import { Logger } from '../log';
@@ -36,6 +40,8 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** Planner tick interval, ms (default 250). */
   tickMs?: number;
+  /** The run's prepared data: enables the validator's useful-work check (without it only commitments are checked). */
+  dataDir?: string;
 }
 
 /** θ from the model config's seed (the same as every worker's Engine.create), momentum zeros, round 0. */
@@ -60,6 +66,8 @@ export class Coordinator {
   #planner: RoundPlanner | undefined;
   #applier: CommitApplier | undefined;
   #ledger: Ledger | undefined;
+  #validatorEngine: Engine | undefined;
+  #verifier: RoundVerifier | undefined;
   #server: SignedServer | undefined;
   #metricsServer: MetricsServer | undefined;
   #metrics: CoordinatorMetrics | undefined;
@@ -146,6 +154,10 @@ export class Coordinator {
     this.#ledger = ledger;
     if (openedLedger.tornBytes) log.warn('ledger.torn', { file: ledger.file, bytes: openedLedger.tornBytes });
     log.info('ledger.open', { file: ledger.file, entries: ledger.length, coordinatorPeerId: identity.peerId });
+    for (const body of missedCommits(ledger.entries(), opened.entries, state, cfg)) {
+      await ledger.append('commit', body as unknown as Record<string, unknown>);
+      log.warn('ledger.recovered', { round: body.round, reason: 'saved before the coordinator stopped, not verified' });
+    }
     const record = (type: 'join' | 'leave' | 'drop' | 'commit', body: Record<string, unknown>) =>
       ledger.append(type, body).catch((e) => log.error('ledger.append-failed', { type, error: e }));
     const membershipLog = membershipEventSink(log, metrics?.membership);
@@ -158,6 +170,7 @@ export class Coordinator {
       },
     });
     this.#membership = membership;
+    let commitEntries: Promise<void> = Promise.resolve();
     const applier = new CommitApplier({
       stateDir: this.stateDir,
       state: () => this.state,
@@ -167,9 +180,23 @@ export class Coordinator {
       roundLog: this.#roundLog,
       outer: { lr: cfg.outerLr, momentum: cfg.outerMomentum },
       logger: log,
-      onApplied: (c, seconds, reports) => {
+      onApplied: (c, seconds, reports, prev) => {
         metrics?.membership.roundCommitted(seconds);
-        void record('commit', commitBody(c, reports, cfg) as unknown as Record<string, unknown>);
+        verifier.setPrevState(c.round, prev);
+        // Commit entries go into the ledger in round order, each once its checks are in.
+        commitEntries = commitEntries.then(() => verifier.result(c.round)).then((checks) => {
+          for (const [peerId, check] of checks) {
+            if (check.ok) continue;
+            planner.exclude(peerId, c.round + 1 + cfg.penaltyRounds);
+            log.warn('trust.failed', { round: c.round, peerId, reason: check.reason, excludedUntilRound: c.round + 1 + cfg.penaltyRounds });
+          }
+          const commitments = new Map<string, SignedRecord>();
+          for (const p of c.members) {
+            const k = book.get(c.round, p);
+            if (k) commitments.set(p, k.record);
+          }
+          return record('commit', commitBody(c, reports, cfg, checks, commitments, book.refusedIn(c.round)) as unknown as Record<string, unknown>);
+        }).then(() => undefined);
       },
     });
     this.#applier = applier;
@@ -207,10 +234,47 @@ export class Coordinator {
             committedAtMs: Date.now(),
           });
           lastCommitHash = e.thetaSha256;
+          if (cfg.compression === 'int8') verifier.begin(e.round, [...e.verdicts].filter(([, v]) => v === 'committed').map(([p]) => p), e.thetaSha256);
         }
       },
     });
     this.#planner = planner;
+    const numBlocks = Math.ceil(expected / cfg.blockSize);
+    const book = new CommitmentBook({
+      planner,
+      numBlocks,
+      tokensPerRound: cfg.innerSteps * cfg.batchSize * cfg.seqLen,
+      normFactor: cfg.normFactor,
+      penaltyRounds: cfg.penaltyRounds,
+      logger: log,
+    });
+    let validator: { engine: Engine; loader: DataLoader } | undefined;
+    if (this.#opts.dataDir) {
+      const info = datasetInfo(this.#opts.dataDir);
+      if (info.manifestHash !== cfg.manifestSha256) {
+        throw new RangeError(`--data ${this.#opts.dataDir} has manifest ${info.manifestHash}, but the run's is ${cfg.manifestSha256}`);
+      }
+      validator = { engine: Engine.create({ model: cfg.model, seed: cfg.seed, threads: 1 }), loader: DataLoader.open(this.#opts.dataDir, { split: 'train' }) };
+      this.#validatorEngine = validator.engine;
+    } else if (cfg.compression === 'int8') {
+      log.warn('trust.no-data', { reason: 'no --data: the useful-work check is off; commitments, norms and replays are still checked' });
+    }
+    const verifier = new RoundVerifier({
+      book,
+      engine: validator?.engine,
+      loader: validator?.loader,
+      runSeed: cfg.seed,
+      innerSteps: cfg.innerSteps,
+      B: cfg.batchSize,
+      T: cfg.seqLen,
+      numParams: expected,
+      blockSize: cfg.blockSize,
+      sample: cfg.verifyMembers,
+      batches: cfg.verifyBatches,
+      timeoutMs: cfg.verifyTimeoutMs,
+      logger: log,
+    });
+    this.#verifier = verifier;
     metrics?.membership.bindRound(() => planner.round);
     metrics?.membership.setMinMembers(cfg.minMembers);
 
@@ -239,12 +303,15 @@ export class Coordinator {
         logger: log,
         onReport: (peerId, req, verdict) => {
           applier.recordReport(peerId, req);
-          return verdict === 'committed' && req.id !== null && applier.wantUpload(peerId, req.id.round);
+          if (verdict !== 'committed' || req.id === null) return {};
+          return { uploadUpdate: applier.wantUpload(peerId, req.id.round), uploadDelta: verifier.wantsDelta(peerId, req.id.round) };
         },
       }),
       fetchState: (req, ctx) => streamState(this.state, req, { signal: ctx.signal }),
       pushUpdate: (req, ctx) => applier.receive(ctx.peer.peerId, req),
       streamLedger: (req) => streamLedger(ledger, req.fromIndex),
+      commit: (req, ctx) => book.commit(ctx.peer.peerId, req),
+      pushDelta: (req, ctx) => verifier.receive(ctx.peer.peerId, req),
     });
     this.#server = server;
     this.#port = await server.listen(this.#opts.listen);
@@ -270,7 +337,9 @@ export class Coordinator {
       await this.#server?.close(graceMs);
       await this.#metricsServer?.stop();
       await this.#roundLog?.close();
+      await this.#verifier?.close();
       await this.#ledger?.close();
+      this.#validatorEngine?.dispose();
       this.#log.info('coordinator.stop', { round: this.#planner?.round, committedRound: this.#planner?.committedRound, members: this.#membership?.size });
     })();
     return this.#stopping;

@@ -33,6 +33,11 @@ export interface LocalSwarmOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+export interface StartWorkerOptions {
+  /** Extra environment of this worker (e.g. the test-only hostile switch). */
+  env?: NodeJS.ProcessEnv;
+}
+
 export interface ChildInfo {
   name: string;
   proc: ChildProcess;
@@ -62,8 +67,8 @@ export class LocalSwarm {
     fs.writeFileSync(this.configFile, JSON.stringify({ ...o.config, runId: this.runId, manifestSha256: o.config.manifestSha256 ?? manifestSha256 }, null, 2));
   }
 
-  #spawn(name: string, args: string[]): ChildInfo {
-    const proc = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: this.o.env ?? process.env });
+  #spawn(name: string, args: string[], env?: NodeJS.ProcessEnv): ChildInfo {
+    const proc = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...(this.o.env ?? process.env), ...env } });
     const lines: LogLine[] = [];
     const info: ChildInfo = {
       name,
@@ -93,7 +98,7 @@ export class LocalSwarm {
   /** Starts the coordinator (again, after a kill: same state directory and port) and waits until it listens. */
   async startCoordinator(timeoutMs = 30_000): Promise<void> {
     const listen = `127.0.0.1:${this.coordinatorPort}`;
-    const args = ['coordinator', '--config', this.configFile, '--state', this.coordinatorState, '--listen', listen];
+    const args = ['coordinator', '--config', this.configFile, '--state', this.coordinatorState, '--listen', listen, '--data', this.o.dataDir];
     if (this.o.metrics) args.push('--metrics', '127.0.0.1:0');
     const c = this.#spawn('coordinator', args);
     this.coordinator = c;
@@ -102,7 +107,7 @@ export class LocalSwarm {
   }
 
   /** Starts a worker (a new one, or `name` again with its state directory) and returns its name. */
-  startWorker(name = `w${++this.#counter}`): string {
+  startWorker(name = `w${++this.#counter}`, opts: StartWorkerOptions = {}): string {
     const args = [
       'worker',
       '--join', `127.0.0.1:${this.coordinatorPort}`,
@@ -114,7 +119,7 @@ export class LocalSwarm {
       ...(this.o.metrics ? ['--metrics', '127.0.0.1:0'] : []),
       ...(this.o.workerArgs ?? []),
     ];
-    this.workers.set(name, this.#spawn(name, args));
+    this.workers.set(name, this.#spawn(name, args, opts.env));
     return name;
   }
 

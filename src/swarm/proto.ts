@@ -229,6 +229,26 @@ export interface ReportRoundResponse {
   verdict: RoundVerdict;
   committedRound: number;
   uploadUpdate: boolean;
+  uploadDelta: boolean;
+}
+
+export interface CommitRequest {
+  meta: RequestMeta | null;
+  id: CollectiveId | null;
+  merkleRoot: string;
+  deltaNorm: number;
+  tokens: number;
+  meanLoss: number;
+  numBlocks: number;
+}
+
+export type CommitStatus = 'COMMIT_STATUS_UNSPECIFIED' | 'COMMIT_STATUS_WAIT' | 'COMMIT_STATUS_GO' | 'COMMIT_STATUS_REPLAN' | 'COMMIT_STATUS_REFUSED';
+
+export interface CommitResponse {
+  status: CommitStatus;
+  retryAfterMs: number;
+  missingRanks: number[];
+  reason: string;
 }
 
 export interface PushUpdateRequest {
@@ -300,6 +320,8 @@ export type CoordinatorMethods = {
   fetchState: ServerStreamMethod<FetchStateRequest, StateChunk>;
   pushUpdate: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
   streamLedger: ServerStreamMethod<StreamLedgerRequest, LedgerEntryMessage>;
+  commit: UnaryMethod<CommitRequest, CommitResponse>;
+  pushDelta: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */

@@ -155,6 +155,8 @@ export class RoundPlanner {
   #theta: string;
   /** Peers told to resync: left out of plans until markSynced. */
   readonly #resyncing = new Set<string>();
+  /** Peers that failed a check: left out of plans before the round given. */
+  readonly #excludedUntil = new Map<string, number>();
   #lastDecision: Decision | undefined;
 
   constructor(options: RoundPlannerOptions) {
@@ -215,6 +217,34 @@ export class RoundPlanner {
   }
   isResyncing(peerId: string): boolean {
     return this.#resyncing.has(peerId);
+  }
+
+  /** Leaves `peerId` out of every plan of rounds before `untilRound` (a failed verification's penalty). */
+  exclude(peerId: string, untilRound: number): void {
+    this.#excludedUntil.set(peerId, Math.max(untilRound, this.#excludedUntil.get(peerId) ?? 0));
+  }
+  /** The first round `peerId` may be planned into again (undefined: not excluded). */
+  excludedUntil(peerId: string): number | undefined {
+    const r = this.#excludedUntil.get(peerId);
+    return r !== undefined && r > this.#round ? r : undefined;
+  }
+
+  /**
+   * Re-plans the current attempt of `round` without `peerIds` (members whose commitment failed a check),
+   * before its all-reduce starts. Returns false when the attempt is not the current one or none of them is in it.
+   */
+  dropFromAttempt(round: number, attempt: number, peerIds: readonly string[], reason: string): boolean {
+    this.tick();
+    const a = this.#attempt;
+    if (round !== this.#round || !a || a.attempt !== attempt || !a.ring.some((m) => peerIds.includes(m.peerId))) return false;
+    this.#replan(a, peerIds, reason);
+    return true;
+  }
+
+  /** The ring of the current attempt of `round` (undefined when there is none). */
+  ringOf(round: number, attempt: number): RingMember[] | undefined {
+    const a = this.#attempt;
+    return round === this.#round && a && a.attempt === attempt ? a.ring.map((m) => ({ ...m })) : undefined;
   }
 
   /**
@@ -319,7 +349,9 @@ export class RoundPlanner {
     const out = new Map<string, PlannerMember>();
     for (const m of this.#members()) {
       if (this.#resyncing.has(m.peerId) && this.#theta !== '' && m.info?.thetaSha256 === this.#theta) this.#resyncing.delete(m.peerId);
-      if (!this.#resyncing.has(m.peerId)) out.set(m.peerId, m);
+      const until = this.#excludedUntil.get(m.peerId);
+      if (until !== undefined && until <= this.#round) this.#excludedUntil.delete(m.peerId);
+      if (!this.#resyncing.has(m.peerId) && !(until !== undefined && until > this.#round)) out.set(m.peerId, m);
     }
     return out;
   }

@@ -41,6 +41,16 @@ export interface RunConfig {
   allreduceTimeoutMs: number;
   /** Plan attempts per round, the first included. */
   maxAttempts: number;
+  /** Members the validator checks for useful work per round (0: all). */
+  verifyMembers: number;
+  /** Eval batches per side of the useful-work check. */
+  verifyBatches: number;
+  /** How long the validator waits for a sampled member's Δ, ms. */
+  verifyTimeoutMs: number;
+  /** A committed Δ norm above normFactor × the attempt's median, or below median / normFactor, fails. */
+  normFactor: number;
+  /** Rounds a member that failed a check sits out. */
+  penaltyRounds: number;
 }
 
 type NumericKey = { [K in keyof RunConfig]: RunConfig[K] extends number ? K : never }[keyof RunConfig];
@@ -63,6 +73,11 @@ export const RUN_DEFAULTS = {
   heartbeatTimeoutMs: 30_000,
   allreduceTimeoutMs: 60_000,
   maxAttempts: 3,
+  verifyMembers: 0,
+  verifyBatches: 16,
+  verifyTimeoutMs: 60_000,
+  normFactor: 6,
+  penaltyRounds: 5,
 };
 
 const MAX_MS = 2147483647;
@@ -85,6 +100,11 @@ const LIMITS: Record<NumericKey, NumberLimit> = {
   heartbeatIntervalMs: { int: true, min: 1, max: MAX_MS },
   allreduceTimeoutMs: { int: true, min: 1, max: MAX_MS },
   maxAttempts: { int: true, min: 1, max: 1000 },
+  verifyMembers: { int: true, min: 0, max: 10_000 },
+  verifyBatches: { int: true, min: 1, max: 1000 },
+  verifyTimeoutMs: { int: true, min: 1, max: MAX_MS },
+  normFactor: { int: false, min: 1, max: 1e6 },
+  penaltyRounds: { int: true, min: 0, max: 1_000_000 },
 };
 
 const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', ...Object.keys(LIMITS)];
@@ -157,6 +177,11 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     heartbeatIntervalMs: merged.heartbeatIntervalMs as number,
     allreduceTimeoutMs: merged.allreduceTimeoutMs as number,
     maxAttempts: merged.maxAttempts as number,
+    verifyMembers: merged.verifyMembers as number,
+    verifyBatches: merged.verifyBatches as number,
+    verifyTimeoutMs: merged.verifyTimeoutMs as number,
+    normFactor: merged.normFactor as number,
+    penaltyRounds: merged.penaltyRounds as number,
   };
   return cfg;
 }

@@ -64,16 +64,20 @@ export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions = {}
 }
 
 /** Sends a committed round's averaged pseudo-gradient to the coordinator; resolves with the coordinator's saved state round. */
-export async function pushUpdate(client: SignedClient<CoordinatorMethods>, id: CollectiveId, update: Float32Array, signal?: AbortSignal): Promise<number> {
-  const payload = Buffer.from(update.buffer, update.byteOffset, update.byteLength);
+export function pushUpdate(client: SignedClient<CoordinatorMethods>, id: CollectiveId, update: Float32Array, signal?: AbortSignal): Promise<number> {
+  return pushChunks(client, 'pushUpdate', id, Buffer.from(update.buffer, update.byteOffset, update.byteLength), signal);
+}
+
+/** Sends `payload` in STATE_CHUNK_BYTES chunks with its SHA-256 (PushUpdate, PushDelta); resolves once the coordinator has taken it. */
+export async function pushChunks(client: SignedClient<CoordinatorMethods>, method: 'pushUpdate' | 'pushDelta', id: CollectiveId, payload: Buffer, signal?: AbortSignal): Promise<number> {
   const sha256 = crypto.createHash('sha256').update(payload).digest('hex');
   let stateRound = 0;
   for (let offset = 0; offset < payload.length || offset === 0; offset += STATE_CHUNK_BYTES) {
     const data = payload.subarray(offset, Math.min(payload.length, offset + STATE_CHUNK_BYTES));
-    const res = await client.call('pushUpdate', { id, offset, totalBytes: payload.length, sha256, data }, { signal, deadlineMs: 60_000 });
+    const res = await client.call(method, { id, offset, totalBytes: payload.length, sha256, data }, { signal, deadlineMs: 60_000 });
     stateRound = res.stateRound;
     if (res.applied) return stateRound;
     if (payload.length === 0) break;
   }
-  throw new RpcError(grpc.status.INTERNAL, `the coordinator took all ${payload.length} bytes of round ${id.round}'s update but did not apply it`, 'update-not-applied');
+  throw new RpcError(grpc.status.INTERNAL, `the coordinator took all ${payload.length} bytes of round ${id.round}'s ${method} but did not apply it`, 'upload-not-applied');
 }

@@ -1,0 +1,21 @@
+// Test-only misbehaviour, for the trust tests: a worker that cheats in one of the ways the validator must
+// catch. Chosen with COVENANT_TEST_HOSTILE; refused (exit 2) where NODE_ENV is 'production', which the
+// systemd units set, so a production install cannot turn it on.
+export const HOSTILE_KINDS = ['zero', 'random-tokens', 'scaled', 'replay'] as const;
+export type HostileKind = (typeof HOSTILE_KINDS)[number];
+
+/** The hostile kind this process was started with, if any; throws naming the problem for a bad or forbidden one. */
+export function hostileKind(env: NodeJS.ProcessEnv = process.env): HostileKind | undefined {
+  const k = env.COVENANT_TEST_HOSTILE;
+  if (k === undefined || k === '') return undefined;
+  if (env.NODE_ENV === 'production') throw new Error(`COVENANT_TEST_HOSTILE=${k} is a test-only switch and is refused in production (NODE_ENV=production)`);
+  if (!(HOSTILE_KINDS as readonly string[]).includes(k)) throw new Error(`COVENANT_TEST_HOSTILE=${k} is not one of ${HOSTILE_KINDS.join(', ')}`);
+  return k as HostileKind;
+}
+
+/** B×(T+1) uniformly random token ids: training on them is work on nobody's windows. */
+export function randomTokens(B: number, T: number, vocab: number): Int32Array {
+  const out = new Int32Array(B * (T + 1));
+  for (let i = 0; i < out.length; i++) out[i] = Math.floor(Math.random() * vocab);
+  return out;
+}

@@ -1,0 +1,186 @@
+// The coordinator's book of commitments. Before an attempt's all-reduce starts, every member commits to its
+// compressed Δ (Merkle root, norm, tokens, loss, signed). The ring may start (GO) only when all of the
+// attempt's members have committed, so nobody learns another's Δ first. Checks at commit time:
+// - tokens must be what the run config makes a round (H × B × T): a member cannot claim more work;
+// - a root the member already committed in an earlier round is a replayed Δ;
+// - once all are in, norms far from the attempt's median (above normFactor × median, or below
+//   median / normFactor: a scaled-up or an empty Δ) fail their members.
+// A member that fails is refused (it sits out the round), excluded for penaltyRounds, and the attempt is
+// re-planned without it before any byte of Δ has moved.
+import * as grpc from '@grpc/grpc-js';
+import { SignedRecord, signedRecord } from '../ledger/entry';
+import { Logger } from '../log';
+import { CommitRequest, CommitResponse, RingMember } from '../swarm/proto';
+import { RoundPlanner } from '../swarm/round-planner';
+import { RpcError } from '../swarm/rpc-error';
+
+export const COMMIT_METHOD = '/covenant.v1.Coordinator/Commit';
+
+export interface Commitment {
+  peerId: string;
+  round: number;
+  attempt: number;
+  merkleRoot: string;
+  deltaNorm: number;
+  tokens: number;
+  meanLoss: number;
+  numBlocks: number;
+  record: SignedRecord;
+}
+
+export interface CommitmentBookOptions {
+  planner: RoundPlanner;
+  /** Blocks of a Δ: ceil(numParams / blockSize). */
+  numBlocks: number;
+  /** Tokens of one member's round: innerSteps × batchSize × seqLen. */
+  tokensPerRound: number;
+  normFactor: number;
+  penaltyRounds: number;
+  logger: Logger;
+  /** Called for every member failed at commit time (for the ledger and metrics). */
+  onFailed?: (peerId: string, round: number, reason: string) => void;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export class CommitmentBook {
+  readonly #o: CommitmentBookOptions;
+  /** `${round}/${attempt}` → peer → commitment. */
+  readonly #byAttempt = new Map<string, Map<string, Commitment>>();
+  /** Refusals by `${round}/${peerId}`. */
+  readonly #refused = new Map<string, string>();
+  /** Roots each peer committed, with their round (kept for the last rounds only). */
+  readonly #roots = new Map<string, Map<string, number>>();
+  /** Attempts whose norms were judged. */
+  readonly #judged = new Set<string>();
+
+  constructor(o: CommitmentBookOptions) {
+    this.#o = o;
+  }
+
+  /** The commitment `peerId` made for the attempt of `round` that ran (the latest it committed to). */
+  get(round: number, peerId: string): Commitment | undefined {
+    let best: Commitment | undefined;
+    for (const [key, m] of this.#byAttempt) {
+      if (Number(key.split('/')[0]) !== round) continue;
+      const c = m.get(peerId);
+      if (c && (!best || c.attempt > best.attempt)) best = c;
+    }
+    return best;
+  }
+
+  /** Every member refused in `round`, with the reason. */
+  refusedIn(round: number): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const [key, reason] of this.#refused) {
+      const [r, peer] = key.split('/');
+      if (Number(r) === round) out.set(peer, reason);
+    }
+    return out;
+  }
+
+  /** Why `peerId` was refused in `round`, if it was. */
+  refusal(round: number, peerId: string): string | undefined {
+    return this.#refused.get(`${round}/${peerId}`);
+  }
+
+  commit(peerId: string, req: CommitRequest): CommitResponse {
+    const planner = this.#o.planner;
+    if (!req.id) throw new RpcError(grpc.status.INVALID_ARGUMENT, 'Commit needs the collective id of the plan', 'no-collective-id');
+    const { round, attempt } = req.id;
+    const wait = (missing: number[] = []): CommitResponse => ({ status: 'COMMIT_STATUS_WAIT', retryAfterMs: 100, missingRanks: missing, reason: '' });
+    const replan: CommitResponse = { status: 'COMMIT_STATUS_REPLAN', retryAfterMs: 0, missingRanks: [], reason: '' };
+    const refused = this.#refused.get(`${round}/${peerId}`);
+    if (refused) return { status: 'COMMIT_STATUS_REFUSED', retryAfterMs: 0, missingRanks: [], reason: refused };
+    const ring = planner.ringOf(round, attempt);
+    if (!ring) return replan; // another attempt (or round) is current: the plan says which
+    if (!ring.some((m) => m.peerId === peerId)) {
+      throw new RpcError(grpc.status.PERMISSION_DENIED, `peer ${peerId} is not a member of round ${round} attempt ${attempt}`, 'not-in-round');
+    }
+    if (!HEX64.test(req.merkleRoot)) throw new RpcError(grpc.status.INVALID_ARGUMENT, `merkle_root ${JSON.stringify(req.merkleRoot)} is not 64 lowercase hex digits`, 'bad-root');
+    if (!Number.isFinite(req.deltaNorm) || req.deltaNorm < 0) throw new RpcError(grpc.status.INVALID_ARGUMENT, `delta_norm ${req.deltaNorm} is not a finite non-negative number`, 'bad-norm');
+    if (req.numBlocks !== this.#o.numBlocks) throw new RpcError(grpc.status.INVALID_ARGUMENT, `num_blocks ${req.numBlocks} is not the run's ${this.#o.numBlocks}`, 'bad-blocks');
+    const key = `${round}/${attempt}`;
+    let book = this.#byAttempt.get(key);
+    if (!book) this.#byAttempt.set(key, (book = new Map()));
+    const prev = book.get(peerId);
+    if (prev && prev.merkleRoot !== req.merkleRoot) {
+      throw new RpcError(grpc.status.FAILED_PRECONDITION, `peer ${peerId} already committed another root for round ${round} attempt ${attempt}`, 'conflicting-commitment');
+    }
+    if (!prev) {
+      const fail = this.#check(peerId, req, round);
+      if (fail) {
+        this.#fail(peerId, round, attempt, fail);
+        return { status: 'COMMIT_STATUS_REFUSED', retryAfterMs: 0, missingRanks: [], reason: fail };
+      }
+      book.set(peerId, { peerId, round, attempt, merkleRoot: req.merkleRoot, deltaNorm: req.deltaNorm, tokens: req.tokens, meanLoss: req.meanLoss, numBlocks: req.numBlocks, record: signedRecord(COMMIT_METHOD, req) });
+      this.#forget(round);
+    }
+    const missing = ring.filter((m) => !book!.has(m.peerId)).map((m) => m.rank);
+    if (missing.length > 0) return wait(missing);
+    if (!this.#judged.has(key)) {
+      this.#judged.add(key);
+      this.#judgeNorms(ring, book, round, attempt);
+      const mine = this.#refused.get(`${round}/${peerId}`);
+      if (mine) return { status: 'COMMIT_STATUS_REFUSED', retryAfterMs: 0, missingRanks: [], reason: mine };
+    }
+    return planner.ringOf(round, attempt) ? { status: 'COMMIT_STATUS_GO', retryAfterMs: 0, missingRanks: [], reason: '' } : replan;
+  }
+
+  #check(peerId: string, req: CommitRequest, round: number): string | undefined {
+    if (req.tokens !== this.#o.tokensPerRound) return `claims ${req.tokens} tokens; a round is ${this.#o.tokensPerRound}`;
+    const seen = this.#roots.get(peerId)?.get(req.merkleRoot);
+    if (seen !== undefined && seen < round) return `replayed-delta: the same Δ (root ${req.merkleRoot.slice(0, 16)}…) as in round ${seen}`;
+    return undefined;
+  }
+
+  #judgeNorms(ring: RingMember[], book: Map<string, Commitment>, round: number, attempt: number): void {
+    if (ring.length < 3) return; // a median of fewer than three says nothing about who is off
+    const norms = ring.map((m) => book.get(m.peerId)!.deltaNorm);
+    const med = median(norms);
+    const f = this.#o.normFactor;
+    const out: string[] = [];
+    for (const m of ring) {
+      const n = book.get(m.peerId)!.deltaNorm;
+      if (n > f * med || n < med / f) {
+        const reason = `norm-outlier: Δ norm ${n.toPrecision(4)} against the round's median ${med.toPrecision(4)} (bound ×${f})`;
+        out.push(m.peerId);
+        this.#fail(m.peerId, round, attempt, reason, false);
+      }
+    }
+    if (out.length > 0) this.#o.planner.dropFromAttempt(round, attempt, out, 'norm outliers at commit');
+  }
+
+  #fail(peerId: string, round: number, attempt: number, reason: string, replan = true): void {
+    this.#refused.set(`${round}/${peerId}`, reason);
+    this.#o.planner.exclude(peerId, round + 1 + this.#o.penaltyRounds);
+    this.#o.logger.warn('trust.commit-refused', { peerId, round, attempt, reason, excludedUntilRound: round + 1 + this.#o.penaltyRounds });
+    this.#o.onFailed?.(peerId, round, reason);
+    if (replan) this.#o.planner.dropFromAttempt(round, attempt, [peerId], 'commitment refused');
+  }
+
+  /** Records the roots of `round` and drops what is older than a few rounds. */
+  #forget(round: number): void {
+    for (const key of [...this.#byAttempt.keys()]) {
+      if (Number(key.split('/')[0]) < round - 16) {
+        this.#byAttempt.delete(key);
+        this.#judged.delete(key);
+      }
+    }
+    for (const [key] of this.#refused) if (Number(key.split('/')[0]) < round - 16) this.#refused.delete(key);
+    for (const m of this.#byAttempt.values()) {
+      for (const c of m.values()) {
+        let roots = this.#roots.get(c.peerId);
+        if (!roots) this.#roots.set(c.peerId, (roots = new Map()));
+        if (!roots.has(c.merkleRoot)) roots.set(c.merkleRoot, c.round);
+      }
+    }
+    for (const roots of this.#roots.values()) for (const [r, rd] of roots) if (rd < round - 64) roots.delete(r);
+  }
+}

@@ -1,0 +1,199 @@
+// The validator's work after a round commits: pick the members to check (a sample fixed by the committed θ
+// hash, so nobody could know it in advance), collect each one's whole compressed Δ (PushDelta, checked
+// against its commitment's Merkle root and norm), and run the useful-work check on θ(r − 1). The result is
+// a MemberCheck per member for the ledger; members not sampled keep the checks of their commitment.
+import * as crypto from 'crypto';
+import * as grpc from '@grpc/grpc-js';
+import { DataLoader } from '../data/loader';
+import { MemberCheck } from '../ledger/commit-entry';
+import { Logger } from '../log';
+import { Engine } from '../native';
+import { GlobalState } from '../swarm/global-state';
+import { PushUpdateRequest, PushUpdateResponse, STATE_CHUNK_BYTES } from '../swarm/proto';
+import { RpcError } from '../swarm/rpc-error';
+import { CommitmentBook } from './commitments';
+import { decodeDelta, deltaNorm, deltaRoot, sha256Hex } from './delta-blocks';
+import { judgeUsefulWork, usefulWork } from './useful-work';
+
+export interface RoundVerifierOptions {
+  book: CommitmentBook;
+  /** Engine and training data for the useful-work check; without them only commitments are checked. */
+  engine?: Engine;
+  loader?: DataLoader;
+  runSeed: number;
+  innerSteps: number;
+  B: number;
+  T: number;
+  numParams: number;
+  blockSize: number;
+  /** Members checked per round (0: all). */
+  sample: number;
+  /** Eval batches per side of the useful-work check. */
+  batches: number;
+  /** How long to wait for sampled members' Δ and the checks. */
+  timeoutMs: number;
+  logger: Logger;
+}
+
+interface RoundChecks {
+  round: number;
+  members: string[];
+  sampled: Set<string>;
+  deltas: Map<string, { buf: Buffer; received: number; sha256: string }>;
+  checks: Map<string, MemberCheck>;
+  prev?: GlobalState;
+  pending: Set<string>;
+  done: Promise<Map<string, MemberCheck>>;
+  finish: () => void;
+  queue: Promise<void>;
+}
+
+/** The members to check: the `k` first by SHA-256(thetaSha256 | round | peer), i.e. a draw nobody knew before the round committed. */
+export function sampleMembers(members: readonly string[], k: number, thetaSha256: string, round: number): string[] {
+  const key = (p: string) => crypto.createHash('sha256').update(`${thetaSha256}|${round}|${p}`).digest('hex');
+  const sorted = [...members].sort((a, b) => (key(a) < key(b) ? -1 : 1));
+  return k <= 0 ? sorted : sorted.slice(0, k);
+}
+
+/**
+ * Quality scores of the members that passed: gain on their own windows against half the median gain of the
+ * round's passing members, capped at 1 (a member doing at least half the typical work gets full credit).
+ */
+function scored(checks: Map<string, MemberCheck>): Map<string, MemberCheck> {
+  const gains = [...checks.values()].filter((c) => c.ok && c.gainAssigned !== undefined).map((c) => c.gainAssigned!).sort((a, b) => a - b);
+  if (gains.length === 0) return checks;
+  const med = gains.length % 2 ? gains[gains.length >> 1] : (gains[(gains.length >> 1) - 1] + gains[gains.length >> 1]) / 2;
+  for (const c of checks.values()) {
+    if (c.ok && c.gainAssigned !== undefined && med > 0) c.score = Math.max(0, Math.min(1, c.gainAssigned / (0.5 * med)));
+  }
+  return checks;
+}
+
+export class RoundVerifier {
+  readonly #o: RoundVerifierOptions;
+  readonly #rounds = new Map<number, RoundChecks>();
+  #closed = false;
+
+  constructor(o: RoundVerifierOptions) {
+    this.#o = o;
+  }
+
+  /** Stops checking (the coordinator is stopping): running checks finish, no result is delivered any more. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([...this.#rounds.values()].map((r) => r.queue));
+  }
+
+  get checksWork(): boolean {
+    return !!(this.#o.engine && this.#o.loader);
+  }
+
+  /** A round committed with these members: start collecting. */
+  begin(round: number, members: readonly string[], thetaSha256: string): void {
+    const sampled = new Set(this.checksWork ? sampleMembers(members, this.#o.sample, thetaSha256, round) : []);
+    let finish = () => undefined as void;
+    const r: RoundChecks = {
+      round,
+      members: [...members],
+      sampled,
+      deltas: new Map(),
+      checks: new Map(),
+      pending: new Set(sampled),
+      done: Promise.resolve(new Map()),
+      finish: () => finish(),
+      queue: Promise.resolve(),
+    };
+    r.done = new Promise((resolve) => {
+      finish = () => {
+        if (!this.#closed) resolve(scored(r.checks));
+      };
+      const timer = setTimeout(() => {
+        for (const p of r.pending) r.checks.set(p, { ok: false, score: 0, reason: 'delta-not-received: no complete Δ upload before the verification deadline' });
+        r.pending.clear();
+        finish();
+      }, this.#o.timeoutMs);
+      timer.unref();
+    });
+    if (r.pending.size === 0) r.finish();
+    this.#rounds.set(round, r);
+    for (const k of this.#rounds.keys()) if (k < round - 8) this.#rounds.delete(k);
+    if (sampled.size) this.#o.logger.info('trust.sample', { round, sampled: [...sampled] });
+  }
+
+  /** θ(round − 1), once the coordinator has it: checks with a Δ in hand can run. */
+  setPrevState(round: number, prev: GlobalState): void {
+    const r = this.#rounds.get(round);
+    if (!r) return;
+    r.prev = prev;
+    for (const p of r.deltas.keys()) this.#maybeCheck(r, p);
+  }
+
+  wantsDelta(peerId: string, round: number): boolean {
+    const r = this.#rounds.get(round);
+    return !!r && r.pending.has(peerId) && !r.deltas.get(peerId)?.sha256.startsWith('done');
+  }
+
+  /** Resolves with every member's check once the sampled ones are done (or timed out). */
+  result(round: number): Promise<Map<string, MemberCheck>> {
+    return this.#rounds.get(round)?.done ?? Promise.resolve(new Map());
+  }
+
+  async receive(peerId: string, req: PushUpdateRequest): Promise<PushUpdateResponse> {
+    if (!req.id) throw new RpcError(grpc.status.INVALID_ARGUMENT, 'PushDelta needs the collective id of the committed round', 'no-collective-id');
+    const r = this.#rounds.get(req.id.round);
+    if (!r || !r.sampled.has(peerId)) throw new RpcError(grpc.status.FAILED_PRECONDITION, `the validator did not ask peer ${peerId} for its Δ of round ${req.id.round}`, 'delta-not-wanted');
+    if (!r.pending.has(peerId)) return { receivedBytes: 0, applied: true, stateRound: r.round };
+    const blocks = Math.ceil(this.#o.numParams / this.#o.blockSize);
+    const total = 4 * blocks + this.#o.numParams;
+    if (req.totalBytes !== total) throw new RpcError(grpc.status.INVALID_ARGUMENT, `Δ upload total_bytes ${req.totalBytes} is not ${total}`, 'bad-size');
+    const data = req.data ?? Buffer.alloc(0);
+    if (data.length > STATE_CHUNK_BYTES || req.offset + data.length > total) throw new RpcError(grpc.status.INVALID_ARGUMENT, `Δ chunk [${req.offset}, +${data.length}) does not fit`, 'bad-chunk');
+    let u = r.deltas.get(peerId);
+    if (req.offset === 0) r.deltas.set(peerId, (u = { buf: Buffer.alloc(total), received: 0, sha256: req.sha256 }));
+    else if (!u || u.received !== req.offset || u.sha256 !== req.sha256) throw new RpcError(grpc.status.OUT_OF_RANGE, `Δ chunk at ${req.offset} does not continue the upload; restart at 0`, 'bad-offset');
+    data.copy(u.buf, u.received);
+    u.received += data.length;
+    if (u.received < total) return { receivedBytes: u.received, applied: false, stateRound: r.round };
+    if (sha256Hex(u.buf) !== u.sha256) {
+      r.deltas.delete(peerId);
+      throw new RpcError(grpc.status.DATA_LOSS, 'the Δ upload does not match its declared SHA-256', 'delta-corrupt');
+    }
+    u.sha256 = `done:${u.sha256}`;
+    this.#maybeCheck(r, peerId);
+    return { receivedBytes: total, applied: true, stateRound: r.round };
+  }
+
+  #maybeCheck(r: RoundChecks, peerId: string): void {
+    const u = r.deltas.get(peerId);
+    if (this.#closed || !u || !u.sha256.startsWith('done') || !r.prev || !r.pending.has(peerId)) return;
+    const prev = r.prev;
+    r.queue = r.queue.then(async () => {
+      if (this.#closed || !r.pending.has(peerId)) return;
+      const check = await this.#check(r, peerId, u.buf, prev).catch((e: unknown): MemberCheck => ({ ok: false, score: 0, reason: `check error: ${(e as Error).message}` }));
+      r.checks.set(peerId, check);
+      r.pending.delete(peerId);
+      this.#o.logger.info('trust.check', { round: r.round, peerId, ok: check.ok, score: check.score, reason: check.reason });
+      if (r.pending.size === 0) r.finish();
+    });
+  }
+
+  async #check(r: RoundChecks, peerId: string, payload: Buffer, prev: GlobalState): Promise<MemberCheck> {
+    const c = this.#o.book.get(r.round, peerId);
+    if (!c) return { ok: false, score: 0, reason: 'no commitment for the round' };
+    let d;
+    try {
+      d = decodeDelta(payload, this.#o.numParams, this.#o.blockSize);
+    } catch (e) {
+      return { ok: false, score: 0, reason: `delta-malformed: ${(e as Error).message}` };
+    }
+    const root = deltaRoot(d);
+    if (root !== c.merkleRoot) return { ok: false, score: 0, reason: `delta-mismatch: the uploaded Δ has root ${root.slice(0, 16)}…, the commitment ${c.merkleRoot.slice(0, 16)}…` };
+    const norm = deltaNorm(d);
+    if (Math.abs(norm - c.deltaNorm) > 1e-6 * Math.max(1, norm)) return { ok: false, score: 0, reason: `norm-mismatch: the Δ's norm is ${norm}, the commitment says ${c.deltaNorm}` };
+    const res = await usefulWork(this.#o.engine!, this.#o.loader!, prev.theta, d, { runSeed: this.#o.runSeed, round: r.round, peerId, innerSteps: this.#o.innerSteps, B: this.#o.B, T: this.#o.T, batches: this.#o.batches });
+    const v = judgeUsefulWork(res);
+    this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, ...res });
+    if (!v.ok) return { ok: false, score: 0, reason: v.reason };
+    return { ok: true, score: 1, gainAssigned: res.gainAssigned, gainControl: res.gainControl };
+  }
+}

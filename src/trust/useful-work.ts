@@ -1,0 +1,86 @@
+// The validator's useful-work check, after Templar's "Gauntlet" (public description): apply a member's
+// compressed Δ to θ(r) and measure the loss, before and after, on windows the round assigned to the member
+// and on as many windows it was not assigned. Honest training lowers the loss on its own windows, and by
+// more than on data it never saw; a zero, stale or random-data Δ does neither.
+import { assignedBatch, windowSeed } from '../diloco/assignment';
+import { DataLoader } from '../data/loader';
+import { Engine } from '../native';
+import { CompressedDelta } from './delta-blocks';
+
+export interface UsefulWorkInput {
+  runSeed: number;
+  round: number;
+  peerId: string;
+  innerSteps: number;
+  B: number;
+  T: number;
+  /** Batches evaluated on each side (spread over the inner steps); default 8, at most innerSteps. */
+  batches?: number;
+}
+
+export interface UsefulWorkResult {
+  assignedBefore: number;
+  assignedAfter: number;
+  controlBefore: number;
+  controlAfter: number;
+  /** Loss drop on the member's own windows, and on windows it was not assigned. */
+  gainAssigned: number;
+  gainControl: number;
+  /** Per batch pair i: (drop on assigned batch i) − (drop on control batch i). */
+  advantages: number[];
+}
+
+/** θ(r) − dequant(Δ): the member's local θ, as far as its compressed Δ tells. */
+export function applyDelta(theta: Float32Array, d: CompressedDelta): Float32Array {
+  const out = new Float32Array(theta.length);
+  for (let i = 0; i < theta.length; i++) out[i] = theta[i] - d.codes[i] * d.scales[Math.floor(i / d.block)];
+  return out;
+}
+
+async function losses(engine: Engine, batches: Int32Array[], B: number, T: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const b of batches) out.push(await engine.evalLoss(b, B, T));
+  return out;
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** Runs the check on `engine` (its parameters are overwritten). */
+export async function usefulWork(engine: Engine, loader: DataLoader, theta: Float32Array, d: CompressedDelta, x: UsefulWorkInput): Promise<UsefulWorkResult> {
+  const k = Math.max(1, Math.min(x.batches ?? 8, x.innerSteps));
+  const steps = Array.from({ length: k }, (_, i) => Math.floor((i * x.innerSteps) / k));
+  const assigned = steps.map((s) => assignedBatch(loader, x.runSeed, x.round, x.peerId, s, x.B, x.T));
+  const controlSeed = windowSeed(x.runSeed, x.round, `control|${x.peerId}`);
+  const control = steps.map((s) => loader.batch(s, x.B, x.T, controlSeed));
+  engine.loadParams(theta);
+  const aBefore = await losses(engine, assigned, x.B, x.T);
+  const cBefore = await losses(engine, control, x.B, x.T);
+  engine.loadParams(applyDelta(theta, d));
+  const aAfter = await losses(engine, assigned, x.B, x.T);
+  const cAfter = await losses(engine, control, x.B, x.T);
+  const advantages = aBefore.map((_, i) => aBefore[i] - aAfter[i] - (cBefore[i] - cAfter[i]));
+  const [assignedBefore, assignedAfter, controlBefore, controlAfter] = [aBefore, aAfter, cBefore, cAfter].map(mean);
+  return { assignedBefore, assignedAfter, controlBefore, controlAfter, gainAssigned: assignedBefore - assignedAfter, gainControl: controlBefore - controlAfter, advantages };
+}
+
+export interface UsefulWorkVerdict {
+  ok: boolean;
+  reason?: string;
+}
+
+/**
+ * Pass when the Δ lowers the loss on the member's own windows (by more than minGain nats), and its gain there
+ * is not significantly below its gain on the control windows: mean(advantage) + z · standard error ≥ 0.
+ * Early in training almost everything a model learns generalizes, so an honest Δ's advantage can be a hair
+ * below zero; the test asks for evidence of the opposite, not for a margin that noise could deny.
+ */
+export function judgeUsefulWork(r: UsefulWorkResult, minGain = 1e-4, z = 4): UsefulWorkVerdict {
+  if (!(r.gainAssigned > minGain)) return { ok: false, reason: `useful-work: the Δ changes the loss on its own windows by ${(-r.gainAssigned).toFixed(5)} nats (no gain)` };
+  const n = r.advantages.length;
+  const m = n ? r.advantages.reduce((a, b) => a + b, 0) / n : 0;
+  const sd = n > 1 ? Math.sqrt(r.advantages.reduce((a, b) => a + (b - m) * (b - m), 0) / (n - 1)) : 0;
+  if (m + (z * sd) / Math.sqrt(Math.max(1, n)) < 0) {
+    return { ok: false, reason: `useful-work: gain on its own windows ${r.gainAssigned.toFixed(5)} is significantly below the gain on windows it was not given ${r.gainControl.toFixed(5)}` };
+  }
+  return { ok: true };
+}
