@@ -14,6 +14,8 @@ export interface MemberCheck {
   ok: boolean;
   score: number;
   reason?: string;
+  /** A statistical failure (not a proof of cheating): excludes only when repeated. */
+  soft?: boolean;
   /** Useful-work loss drops on the member's windows and on windows it was not given (when checked). */
   gainAssigned?: number;
   gainControl?: number;

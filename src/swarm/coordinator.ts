@@ -30,6 +30,9 @@ import { canonicalJson, RequestVerifier } from './signed-request';
 import { CommitApplier } from './commit-applier';
 import { streamState } from './state-stream';
 
+/** Rounds within which a second statistical failure excludes a member. */
+const STRIKE_WINDOW = 4;
+
 export interface CoordinatorOptions {
   config: RunConfig;
   stateDir: string;
@@ -171,6 +174,7 @@ export class Coordinator {
     });
     this.#membership = membership;
     let commitEntries: Promise<void> = Promise.resolve();
+    const strikesOf = new Map<string, number[]>();
     const applier = new CommitApplier({
       stateDir: this.stateDir,
       state: () => this.state,
@@ -187,8 +191,14 @@ export class Coordinator {
         commitEntries = commitEntries.then(() => verifier.result(c.round)).then((checks) => {
           for (const [peerId, check] of checks) {
             if (check.ok) continue;
-            planner.exclude(peerId, c.round + 1 + cfg.penaltyRounds);
-            log.warn('trust.failed', { round: c.round, peerId, reason: check.reason, excludedUntilRound: c.round + 1 + cfg.penaltyRounds });
+            // A proof of cheating excludes at once; a statistical failure (the useful-work check, a missing
+            // upload) only on its second within strikeWindow rounds, so that an honest member's unlucky
+            // round costs it that round's credit and nothing more.
+            const strikes = [...(strikesOf.get(peerId) ?? []).filter((r) => r > c.round - STRIKE_WINDOW), c.round];
+            strikesOf.set(peerId, strikes);
+            const exclude = !check.soft || strikes.length >= 2;
+            if (exclude) planner.exclude(peerId, c.round + 1 + cfg.penaltyRounds);
+            log.warn('trust.failed', { round: c.round, peerId, reason: check.reason, strikes: strikes.length, excludedUntilRound: exclude ? c.round + 1 + cfg.penaltyRounds : undefined });
           }
           const commitments = new Map<string, SignedRecord>();
           for (const p of c.members) {

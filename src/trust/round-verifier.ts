@@ -45,7 +45,6 @@ interface RoundChecks {
   pending: Set<string>;
   done: Promise<Map<string, MemberCheck>>;
   finish: () => void;
-  queue: Promise<void>;
 }
 
 /** The members to check: the `k` first by SHA-256(thetaSha256 | round | peer), i.e. a draw nobody knew before the round committed. */
@@ -73,6 +72,8 @@ export class RoundVerifier {
   readonly #o: RoundVerifierOptions;
   readonly #rounds = new Map<number, RoundChecks>();
   #closed = false;
+  /** One validator engine: checks run one at a time, across rounds too. */
+  #queue: Promise<void> = Promise.resolve();
 
   constructor(o: RoundVerifierOptions) {
     this.#o = o;
@@ -81,7 +82,7 @@ export class RoundVerifier {
   /** Stops checking (the coordinator is stopping): running checks finish, no result is delivered any more. */
   async close(): Promise<void> {
     this.#closed = true;
-    await Promise.all([...this.#rounds.values()].map((r) => r.queue));
+    await this.#queue;
   }
 
   get checksWork(): boolean {
@@ -101,14 +102,13 @@ export class RoundVerifier {
       pending: new Set(sampled),
       done: Promise.resolve(new Map()),
       finish: () => finish(),
-      queue: Promise.resolve(),
     };
     r.done = new Promise((resolve) => {
       finish = () => {
         if (!this.#closed) resolve(scored(r.checks));
       };
       const timer = setTimeout(() => {
-        for (const p of r.pending) r.checks.set(p, { ok: false, score: 0, reason: 'delta-not-received: no complete Δ upload before the verification deadline' });
+        for (const p of r.pending) r.checks.set(p, { ok: false, score: 0, soft: true, reason: 'delta-not-received: no complete Δ upload before the verification deadline' });
         r.pending.clear();
         finish();
       }, this.#o.timeoutMs);
@@ -167,9 +167,13 @@ export class RoundVerifier {
     const u = r.deltas.get(peerId);
     if (this.#closed || !u || !u.sha256.startsWith('done') || !r.prev || !r.pending.has(peerId)) return;
     const prev = r.prev;
-    r.queue = r.queue.then(async () => {
+    this.#queue = this.#queue.then(async () => {
       if (this.#closed || !r.pending.has(peerId)) return;
-      const check = await this.#check(r, peerId, u.buf, prev).catch((e: unknown): MemberCheck => ({ ok: false, score: 0, reason: `check error: ${(e as Error).message}` }));
+      // A failure of the validator itself is not the member's: it keeps its credit.
+      const check = await this.#check(r, peerId, u.buf, prev).catch((e: unknown): MemberCheck => {
+        this.#o.logger.error('trust.check-error', { round: r.round, peerId, error: e });
+        return { ok: true, score: 1, reason: `not checked: ${(e as Error).message}` };
+      });
       r.checks.set(peerId, check);
       r.pending.delete(peerId);
       this.#o.logger.info('trust.check', { round: r.round, peerId, ok: check.ok, score: check.score, reason: check.reason });
@@ -193,7 +197,7 @@ export class RoundVerifier {
     const res = await usefulWork(this.#o.engine!, this.#o.loader!, prev.theta, d, { runSeed: this.#o.runSeed, round: r.round, peerId, innerSteps: this.#o.innerSteps, B: this.#o.B, T: this.#o.T, batches: this.#o.batches });
     const v = judgeUsefulWork(res);
     this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, ...res });
-    if (!v.ok) return { ok: false, score: 0, reason: v.reason };
+    if (!v.ok) return { ok: false, score: 0, soft: true, reason: v.reason };
     return { ok: true, score: 1, gainAssigned: res.gainAssigned, gainControl: res.gainControl };
   }
 }

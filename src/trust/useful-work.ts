@@ -69,10 +69,12 @@ export interface UsefulWorkVerdict {
 }
 
 /**
- * Pass when the Δ lowers the loss on the member's own windows (by more than minGain nats), and its gain there
- * is not significantly below its gain on the control windows: mean(advantage) + z · standard error ≥ 0.
- * Early in training almost everything a model learns generalizes, so an honest Δ's advantage can be a hair
- * below zero; the test asks for evidence of the opposite, not for a margin that noise could deny.
+ * Pass when the Δ lowers the loss on the member's own windows (by more than minGain nats) and its gain there
+ * is not significantly below its gain on the control windows (mean advantage + z · standard error ≥ 0).
+ * Early in training almost everything a model learns generalizes, so an honest advantage can be a hair below
+ * zero; the test asks for evidence of the opposite (z = 4), not for a margin that noise could deny. An honest
+ * round can still fail now and then (right after an overshooting outer step the loss may rise everywhere),
+ * which is why the coordinator excludes on a second such failure only (a "strike"), not on the first.
  */
 export function judgeUsefulWork(r: UsefulWorkResult, minGain = 1e-4, z = 4): UsefulWorkVerdict {
   if (!(r.gainAssigned > minGain)) return { ok: false, reason: `useful-work: the Δ changes the loss on its own windows by ${(-r.gainAssigned).toFixed(5)} nats (no gain)` };

@@ -1,0 +1,104 @@
+// The pieces of verified work: Merkle commitments over a compressed Δ, its encoding, the commit-time checks
+// (token claims, replays, norm outliers) and the useful-work verdict.
+import * as grpc from '@grpc/grpc-js';
+import { Logger } from '../src/log';
+import { Identity } from '../src/swarm/identity';
+import { coordinatorService, CommitRequest } from '../src/swarm/proto';
+import { RoundPlanner } from '../src/swarm/round-planner';
+import { signRequest } from '../src/swarm/signed-request';
+import { CommitmentBook } from '../src/trust/commitments';
+import { decodeDelta, deltaBlock, deltaLevels, deltaNorm, deltaRoot, encodeDelta } from '../src/trust/delta-blocks';
+import { leafHash, merkleLevels, merklePath, merkleRoot, verifyMerklePath } from '../src/trust/merkle';
+import { sampleMembers } from '../src/trust/round-verifier';
+import { judgeUsefulWork } from '../src/trust/useful-work';
+
+const quiet = new Logger({ stream: { write: () => true } });
+
+function delta(n: number, block: number, seed = 1) {
+  let x = seed;
+  const codes = new Int8Array(n).map(() => ((x = (x * 1103515245 + 12345) % 2 ** 31), (x % 255) - 127));
+  const scales = new Float32Array(Math.ceil(n / block)).map((_, i) => 0.001 * (i + 1));
+  return { codes, scales, block };
+}
+
+test('Merkle paths open every leaf for every tree size, and nothing else', () => {
+  for (const count of [1, 2, 3, 5, 8, 13]) {
+    const blocks = Array.from({ length: count }, (_, i) => Buffer.from(`block ${i}`));
+    const leaves = blocks.map(leafHash);
+    const root = merkleRoot(leaves);
+    const levels = merkleLevels(leaves);
+    for (let i = 0; i < count; i++) {
+      const path = merklePath(levels, i);
+      expect(verifyMerklePath(root, blocks[i], i, count, path)).toBe(true);
+      expect(verifyMerklePath(root, Buffer.from('forged'), i, count, path)).toBe(false);
+      if (count > 1) expect(verifyMerklePath(root, blocks[i], (i + 1) % count, count, path)).toBe(false);
+    }
+  }
+});
+
+test('a compressed Δ: blocks, root, norm, and an encoding that round-trips and refuses bad input', () => {
+  const d = delta(1000, 128);
+  expect(deltaBlock(d, 7).length).toBe(4 + 1000 - 7 * 128);
+  const levels = deltaLevels(d);
+  const root = deltaRoot(d);
+  expect(verifyMerklePath(root, deltaBlock(d, 3), 3, 8, merklePath(levels, 3))).toBe(true);
+  let s = 0;
+  for (let i = 0; i < 1000; i++) s += (d.codes[i] * d.scales[Math.floor(i / 128)]) ** 2;
+  expect(deltaNorm(d)).toBeCloseTo(Math.sqrt(s), 10);
+  const back = decodeDelta(encodeDelta(d), 1000, 128);
+  expect(deltaRoot(back)).toBe(root);
+  expect(() => decodeDelta(encodeDelta(d).subarray(1), 1000, 128)).toThrow(/not 1031/);
+  const bad = encodeDelta(d);
+  bad.writeFloatLE(NaN, 0);
+  expect(() => decodeDelta(bad, 1000, 128)).toThrow(/scale 0/);
+  const changed = delta(1000, 128);
+  changed.codes[999] ^= 1;
+  expect(deltaRoot(changed)).not.toBe(root);
+});
+
+test('commit-time checks: token claims, replays and norm outliers are refused; the others get GO after a re-plan', () => {
+  const ids = [Identity.generate(), Identity.generate(), Identity.generate(), Identity.generate()];
+  const planner = new RoundPlanner({ seed: 1, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
+  const book = new CommitmentBook({ planner, numBlocks: 8, tokensPerRound: 100, normFactor: 6, penaltyRounds: 5, logger: quiet });
+  const commit = (who: Identity, attempt: number, root: string, norm: number, tokens = 100) => {
+    const req = signRequest(who, coordinatorService().methods.commit, { id: { round: 1, attempt }, merkleRoot: root, deltaNorm: norm, tokens, meanLoss: 3, numBlocks: 8 }, { runId: 'r' }) as CommitRequest;
+    return book.commit(who.peerId, req);
+  };
+  planner.tick();
+  expect(commit(ids[0], 0, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  expect(commit(ids[1], 0, 'b'.repeat(64), 1.2, 1000)).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/claims 1000 tokens/) });
+  // ids[1] is out: attempt 1 has the other three.
+  expect(planner.attempt).toBe(1);
+  expect(commit(ids[0], 0, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_REPLAN' });
+  expect(commit(ids[0], 1, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  expect(commit(ids[2], 1, 'c'.repeat(64), 1.1)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  expect(commit(ids[3], 1, 'd'.repeat(64), 50)).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/norm-outlier/) });
+  expect(planner.excludedUntil(ids[3].peerId)).toBe(7);
+  // Attempt 2: the two that are left; no median of two is judged, and they may start.
+  expect(planner.attempt).toBe(2);
+  expect(commit(ids[0], 1, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_REPLAN' });
+  expect(() => commit(ids[0], 2, 'zz', 1)).toThrow(expect.objectContaining({ reason: 'bad-root' }));
+  expect(commit(ids[0], 2, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_WAIT', missingRanks: [expect.any(Number)] });
+  expect(() => commit(ids[0], 2, 'e'.repeat(64), 1)).toThrow(expect.objectContaining({ status: grpc.status.FAILED_PRECONDITION, reason: 'conflicting-commitment' }));
+  expect(commit(ids[2], 2, 'c'.repeat(64), 1.1)).toMatchObject({ status: 'COMMIT_STATUS_GO' });
+  expect(commit(ids[0], 2, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_GO' });
+  expect(book.get(1, ids[0].peerId)).toMatchObject({ attempt: 2, merkleRoot: 'a'.repeat(64) });
+  expect(book.refusedIn(1).size).toBe(2);
+});
+
+test('the useful-work verdict: no gain fails, a significant edge of the control windows fails, an honest Δ passes', () => {
+  const base = { assignedBefore: 3, assignedAfter: 2.9, controlBefore: 3, controlAfter: 2.95, gainAssigned: 0.1, gainControl: 0.05 };
+  expect(judgeUsefulWork({ ...base, advantages: [0.05, 0.04, 0.06, 0.05] }).ok).toBe(true);
+  expect(judgeUsefulWork({ ...base, gainAssigned: 0, advantages: [0, 0, 0, 0] })).toMatchObject({ ok: false, reason: expect.stringMatching(/no gain/) });
+  expect(judgeUsefulWork({ ...base, gainControl: 0.3, advantages: [-0.2, -0.21, -0.19, -0.2] })).toMatchObject({ ok: false, reason: expect.stringMatching(/significantly below/) });
+  // A small, noisy deficit is not evidence.
+  expect(judgeUsefulWork({ ...base, advantages: [-0.05, 0.04, -0.06, 0.05] }).ok).toBe(true);
+});
+
+test('the verification sample is fixed by the committed hash and the round', () => {
+  const m = ['a', 'b', 'c', 'd', 'e'];
+  expect(sampleMembers(m, 2, 'h1', 3)).toEqual(sampleMembers(m, 2, 'h1', 3));
+  expect(sampleMembers(m, 0, 'h1', 3).sort()).toEqual(m);
+  const draws = new Set(Array.from({ length: 20 }, (_, r) => sampleMembers(m, 2, 'h1', r).join()));
+  expect(draws.size).toBeGreaterThan(3);
+});
