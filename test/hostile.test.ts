@@ -77,9 +77,15 @@ describe.each(HOSTILE_KINDS.map((k) => [k]))('a %s member', (kind) => {
     const file = path.join(swarm.coordinatorState, 'ledger.jsonl');
     const verify = spawnSync(process.execPath, [CLI_MAIN, 'ledger', 'verify', file], { encoding: 'utf8' });
     expect(verify.stderr).toBe('');
-    const commits = (await readLedgerFile(file)).entries.filter((e) => e.type === 'commit').map((e) => e.body as unknown as CommitBody);
-    const at = commits.find((c) => c.round === (caught.round as number))!;
-    expect(at.members.find((m) => m.peerId === cheatId)).toMatchObject({ verdict: 'failed', credits: 0 });
+    const entries = (await readLedgerFile(file)).entries;
+    const commits = entries.filter((e) => e.type === 'commit').map((e) => e.body as unknown as CommitBody);
+    // The failure is on record: in the round's commit entry, or in its abandon entry when the round did not commit.
+    const at = commits.find((c) => c.round === (caught.round as number));
+    if (at) expect(at.members.find((m) => m.peerId === cheatId)).toMatchObject({ verdict: 'failed', credits: 0 });
+    else {
+      const abandoned = entries.find((e) => e.type === 'abandon' && e.body.round === caught.round)!;
+      expect((abandoned.body.failed as Array<{ peerId: string }>).map((f) => f.peerId)).toContain(cheatId);
+    }
     for (const c of commits.filter((c) => c.round > x)) {
       expect(c.members.map((m) => m.peerId)).not.toContain(cheatId); // excluded
       expect(c.members.length).toBe(3); // the three honest members

@@ -4,16 +4,49 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { createHash } from 'crypto';
-import { DataCorruptError } from '../errors';
+import { CovenantError, DataCorruptError, hasCode } from '../errors';
 import { invalidParameter } from '../train/model-config';
 import { decodeShard } from './shard';
-import { Manifest, manifestHash, readManifest, Split, SPLITS, splitTokens } from './manifest';
+import { Manifest, manifestHash, readManifest, ShardEntry, Split, SPLITS, splitTokens } from './manifest';
 import { TokenizerName } from './tokenizer';
 
 export interface LoaderOptions {
   split: Split;
   /** Check each shard's SHA-256 against the manifest (default true). */
   verify?: boolean;
+  /**
+   * Allow shard files to be missing (a worker that fetches only the shards its windows need): the split's
+   * size comes from the manifest, present shards are checked as usual, reading a missing one throws
+   * ShardMissingError naming it; install() adds a shard later.
+   */
+  partial?: boolean;
+}
+
+/** A read touched a shard this (partial) loader does not hold yet. */
+export class ShardMissingError extends CovenantError {
+  constructor(readonly file: string) {
+    super('SHARD_MISSING', `Shard ${file} is not here yet (a partial data directory): fetch it first`);
+  }
+}
+
+/** Checks a shard's bytes against its manifest entry and decodes it; DataCorruptError naming `where` otherwise. */
+export function checkShard(bytes: Uint8Array, entry: ShardEntry, manifest: Manifest, where: string, verify = true): Uint16Array {
+  if (verify) {
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== entry.sha256) {
+      throw new DataCorruptError(`Shard ${where} is corrupt: its SHA-256 is ${actual} but the manifest expects ${entry.sha256}. ${HINT}`);
+    }
+  }
+  const tokens = decodeShard(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), where);
+  if (tokens.length !== entry.tokens) {
+    throw new DataCorruptError(`Shard ${where} holds ${tokens.length} tokens but the manifest expects ${entry.tokens}. ${HINT}`);
+  }
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] >= manifest.vocabSize) {
+      throw new DataCorruptError(`Shard ${where} holds token ${tokens[i]} at index ${i}, outside the ${manifest.tokenizer} vocabulary of ${manifest.vocabSize}. ${HINT}`);
+    }
+  }
+  return tokens;
 }
 
 const HINT = 'HINT: re-run `covenant data prepare` to rebuild the data directory.';
@@ -81,11 +114,12 @@ export class DataLoader {
     readonly dir: string,
     readonly manifest: Manifest,
     readonly split: Split,
-    /** The split's shards in stream order, and where each starts in the stream. */
-    private readonly shards: Uint16Array[],
+    /** The split's shards in stream order (undefined: not here yet), their entries, and where each starts in the stream. */
+    private readonly shards: Array<Uint16Array | undefined>,
     private readonly starts: number[],
+    private readonly entries: ShardEntry[],
   ) {
-    this.numTokens = shards.reduce((a, s) => a + s.length, 0);
+    this.numTokens = entries.reduce((a, e) => a + e.tokens, 0);
   }
 
   /** Reads the manifest and every shard of the split, checking each against the manifest. */
@@ -95,37 +129,60 @@ export class DataLoader {
     if (!(SPLITS as readonly string[]).includes(options.split)) throw new RangeError(invalidParameter('options.split', 'train or val', options.split));
     const verify = options.verify ?? true;
     const manifest = readManifest(dir);
-    const shards: Uint16Array[] = [];
+    const shards: Array<Uint16Array | undefined> = [];
     const starts: number[] = [];
+    const entries = manifest.shards.filter((s) => s.split === options.split);
     let total = 0;
-    for (const entry of manifest.shards.filter((s) => s.split === options.split)) {
+    for (const entry of entries) {
       const file = path.join(dir, entry.file);
-      let bytes: Buffer;
+      let bytes: Buffer | undefined;
       try {
         bytes = fs.readFileSync(file);
       } catch (e) {
-        throw new DataCorruptError(`Cannot read shard ${file} listed in the manifest: ${(e as Error).message}. ${HINT}`, { cause: e });
-      }
-      if (verify) {
-        const actual = createHash('sha256').update(bytes).digest('hex');
-        if (actual !== entry.sha256) {
-          throw new DataCorruptError(`Shard ${file} is corrupt: its SHA-256 is ${actual} but the manifest expects ${entry.sha256}. ${HINT}`);
+        if (!(options.partial && hasCode(e, 'ENOENT'))) {
+          throw new DataCorruptError(`Cannot read shard ${file} listed in the manifest: ${(e as Error).message}. ${HINT}`, { cause: e });
         }
       }
-      const tokens = decodeShard(bytes, file);
-      if (tokens.length !== entry.tokens) {
-        throw new DataCorruptError(`Shard ${file} holds ${tokens.length} tokens but the manifest expects ${entry.tokens}. ${HINT}`);
-      }
-      for (let i = 0; i < tokens.length; i++) {
-        if (tokens[i] >= manifest.vocabSize) {
-          throw new DataCorruptError(`Shard ${file} holds token ${tokens[i]} at index ${i}, outside the ${manifest.tokenizer} vocabulary of ${manifest.vocabSize}. ${HINT}`);
-        }
-      }
-      shards.push(tokens);
+      shards.push(bytes === undefined ? undefined : checkShard(bytes, entry, manifest, file, verify));
       starts.push(total);
-      total += tokens.length;
+      total += entry.tokens;
     }
-    return new DataLoader(dir, manifest, options.split, shards, starts);
+    return new DataLoader(dir, manifest, options.split, shards, starts, entries);
+  }
+
+  /** The split's shard entries that stream tokens [start, start + length) touch, in order. */
+  shardsFor(start: number, length: number): ShardEntry[] {
+    const out: ShardEntry[] = [];
+    for (let s = this.shardIndex(start); s < this.entries.length && this.starts[s] < start + length; s++) out.push(this.entries[s]);
+    return out;
+  }
+
+  /** Where each shard of the split starts in the stream, and its token count. */
+  shardRanges(): Array<{ start: number; tokens: number }> {
+    return this.entries.map((e, i) => ({ start: this.starts[i], tokens: e.tokens }));
+  }
+
+  /** The entries of shards this loader does not hold. */
+  missing(): ShardEntry[] {
+    return this.entries.filter((_, i) => this.shards[i] === undefined);
+  }
+
+  /** Adds a shard's bytes (e.g. fetched from a peer) after checking them against the manifest. */
+  install(file: string, bytes: Uint8Array): void {
+    const i = this.entries.findIndex((e) => e.file === file);
+    if (i < 0) throw new RangeError(`Shard ${file} is not in split ${this.split} of the manifest`);
+    this.shards[i] = checkShard(bytes, this.entries[i], this.manifest, `${file} (received)`);
+  }
+
+  private shardIndex(start: number): number {
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid] <= start) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
   }
 
   get tokenizer(): TokenizerName {
@@ -146,19 +203,12 @@ export class DataLoader {
       throw new RangeError(`Tokens [${start}, ${start + length}) are outside split ${this.split} of ${this.numTokens} tokens`);
     }
     if (at < 0 || at + length > out.length) throw new RangeError(`out has ${out.length} elements, too few for ${length} tokens at ${at}`);
-    // Last shard starting at or before `start` (binary search).
-    let lo = 0;
-    let hi = this.starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.starts[mid] <= start) lo = mid;
-      else hi = mid - 1;
-    }
-    let s = lo;
+    let s = this.shardIndex(start);
     let pos = start - this.starts[s];
     let done = 0;
     while (done < length) {
       const shard = this.shards[s];
+      if (!shard) throw new ShardMissingError(this.entries[s].file);
       const n = Math.min(length - done, shard.length - pos);
       out.set(shard.subarray(pos, pos + n), at + done);
       done += n;

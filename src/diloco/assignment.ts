@@ -33,9 +33,33 @@ export function loaderNumStarts(loader: DataLoader, T: number): number {
   return loader.numTokens - T;
 }
 
+/**
+ * The stretch of the split a member's windows come from in a round: the whole split when shardsPerRound is 0;
+ * otherwise shardsPerRound consecutive train shards, the first chosen by the window seed, so a member needs
+ * (and fetches) only those shards that round.
+ */
+export function assignedRegion(loader: DataLoader, runSeed: number, round: number, peerId: string, shardsPerRound = 0): { start: number; length: number } {
+  const shards = loader.shardRanges();
+  if (shardsPerRound <= 0 || shardsPerRound >= shards.length) return { start: 0, length: loader.numTokens };
+  const first = windowSeed(runSeed, round, peerId) % (shards.length - shardsPerRound + 1);
+  const last = shards[first + shardsPerRound - 1];
+  return { start: shards[first].start, length: last.start + last.tokens - shards[first].start };
+}
+
+/** Stream starts of the B windows of inner step `innerStep` that the round assigns to `peerId`. */
+export function assignedStarts(loader: DataLoader, runSeed: number, round: number, peerId: string, innerStep: number, B: number, T: number, shardsPerRound = 0): number[] {
+  const region = assignedRegion(loader, runSeed, round, peerId, shardsPerRound);
+  if (region.length < T + 1) return assignedStarts(loader, runSeed, round, peerId, innerStep, B, T, 0); // shards shorter than a window
+  const seed = windowSeed(runSeed, round, peerId);
+  return Array.from({ length: B }, (_, b) => region.start + windowStart(seed, innerStep, b, region.length - T));
+}
+
 /** The (B, T+1) training batch of inner step `innerStep` that the round assigns to `peerId`. */
-export function assignedBatch(loader: DataLoader, runSeed: number, round: number, peerId: string, innerStep: number, B: number, T: number): Int32Array {
-  return loader.batch(innerStep, B, T, windowSeed(runSeed, round, peerId));
+export function assignedBatch(loader: DataLoader, runSeed: number, round: number, peerId: string, innerStep: number, B: number, T: number, shardsPerRound = 0): Int32Array {
+  if (shardsPerRound <= 0) return loader.batch(innerStep, B, T, windowSeed(runSeed, round, peerId));
+  const out = new Int32Array(B * (T + 1));
+  assignedStarts(loader, runSeed, round, peerId, innerStep, B, T, shardsPerRound).forEach((start, b) => loader.read(start, T + 1, out, b * (T + 1)));
+  return out;
 }
 
 /**
@@ -63,7 +87,7 @@ export function assignmentDigest(runSeed: number, round: number, peerId: string,
  * A digest naming a member's data of a round without the data: the manifest, the window seed and the batch
  * shape fix every window (assignedBatch), so anyone holding the data set can expand it. Kept in the ledger.
  */
-export function assignmentId(manifestSha256: string, runSeed: number, round: number, peerId: string, innerSteps: number, B: number, T: number): string {
+export function assignmentId(manifestSha256: string, runSeed: number, round: number, peerId: string, innerSteps: number, B: number, T: number, shardsPerRound = 0): string {
   const seed = windowSeed(runSeed, round, peerId);
-  return createHash('sha256').update(`covenant-assignment|${manifestSha256}|${seed}|${innerSteps}|${B}|${T}`).digest('hex');
+  return createHash('sha256').update(`covenant-assignment|${manifestSha256}|${seed}|${innerSteps}|${B}|${T}|${shardsPerRound}`).digest('hex');
 }

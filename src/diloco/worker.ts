@@ -6,7 +6,11 @@
 // is saved atomically after every commit and at stop, so a restarted worker resumes as the same peer.
 import * as grpc from '@grpc/grpc-js';
 import * as net from 'net';
-import { assignedBatch } from './assignment';
+import * as fs from 'fs';
+import * as path from 'path';
+import { assignedBatch, assignedStarts } from './assignment';
+import { MANIFEST_FILE, ShardEntry } from '../data/manifest';
+import { ensureManifest, fetchShard } from '../data/shard-service';
 import { outerStep, pseudoGradient } from './outer-step';
 import { loadWorkerState, makeWorkerState, saveWorkerState, WorkerState } from './worker-state';
 import { MemberLedger } from '../ledger/member-copy';
@@ -141,6 +145,8 @@ export class Worker {
   #ledger: MemberLedger | undefined;
   #deltaUpload: Promise<unknown> = Promise.resolve();
   #hostile: HostileKind | undefined;
+  /** The data directory started without its shards: fetch what each round needs. */
+  #fetchData = false;
   /** hostile 'replay': the first round's compressed Δ, sent again every round. */
   #replayed: CompressedDelta | undefined;
   #saved: WorkerState | undefined;
@@ -184,6 +190,16 @@ export class Worker {
   async start(): Promise<void> {
     const o = this.#o;
     this.#identity = loadOrCreateIdentity(o.stateDir);
+    this.#client = new SignedClient(coordinatorService(), { address: o.coordinator, identity: this.#identity, runId: o.runId });
+    // A data directory without its manifest is filled from the coordinator, shard by shard, as rounds need them.
+    if (!fs.existsSync(path.join(o.dataDir, MANIFEST_FILE))) {
+      this.#fetchData = true;
+      await withRetry(() => ensureManifest(this.#client, o.dataDir), { signal: this.#stop.signal }).catch((e) => {
+        if (e instanceof RpcError && e.status === grpc.status.UNIMPLEMENTED) throw new WorkerConfigError(`${o.dataDir} holds no data and the coordinator does not serve it (it runs without --data)`);
+        throw e;
+      });
+      this.#log.info('data.manifest', { dir: o.dataDir, from: o.coordinator });
+    }
     const info = datasetInfo(o.dataDir);
     this.#manifest = info.manifestHash;
     try {
@@ -192,9 +208,9 @@ export class Worker {
       throw new WorkerConfigError(errorMessage(e));
     }
     if (this.#hostile) this.#log.warn('worker.hostile', { kind: this.#hostile, note: 'test-only misbehaviour switched on (COVENANT_TEST_HOSTILE)' });
-    this.#train = DataLoader.open(o.dataDir, { split: 'train' });
+    this.#train = DataLoader.open(o.dataDir, { split: 'train', partial: this.#fetchData });
     try {
-      this.#val = DataLoader.open(o.dataDir, { split: 'val' });
+      this.#val = DataLoader.open(o.dataDir, { split: 'val', partial: this.#fetchData });
     } catch {
       this.#val = undefined;
     }
@@ -220,7 +236,6 @@ export class Worker {
       });
       await this.#metricsServer.start();
     }
-    this.#client = new SignedClient(coordinatorService(), { address: o.coordinator, identity: this.#identity, runId: o.runId });
     this.#log.info('worker.start', { peerId: this.#identity.peerId, coordinator: o.coordinator, listen: this.#listen, advertise: this.#advertise, data: o.dataDir, manifestSha256: this.#manifest });
     try {
       this.#saved = await loadWorkerState(o.stateDir, { runId: o.runId });
@@ -560,12 +575,13 @@ export class Worker {
     this.#metrics?.training.startRound(cfg.innerSteps);
     this.#log.info('round.start', { round, attempt: plan.id.attempt, members: plan.ring.length, rank: plan.rank });
     this.#syncLedger();
+    await this.#ensureShards(round);
     this.#innerStep = 0;
     this.#setPhase('inner');
     let lossSum = 0;
     for (let s = 0; s < cfg.innerSteps; s++) {
       if (signal.aborted) return this.#abandon(plan, 'stopping');
-      const batch = this.#hostile === 'random-tokens' ? randomTokens(B, T, this.#train.vocabSize) : assignedBatch(this.#train, cfg.seed, round, this.peerId, s, B, T);
+      const batch = this.#hostile === 'random-tokens' ? randomTokens(B, T, this.#train.vocabSize) : assignedBatch(this.#train, cfg.seed, round, this.peerId, s, B, T, cfg.shardsPerRound);
       const st = Date.now();
       const r = await this.#engine.step(batch, B, T, { lr: cfg.innerLr, weightDecay: cfg.innerWeightDecay, gradClip: cfg.innerGradClip });
       const seconds = (Date.now() - st) / 1000;
@@ -742,8 +758,11 @@ export class Worker {
     let valLoss: number | undefined;
     const every = this.#o.evalEvery ?? 1;
     if (every > 0 && this.#val && this.#committedRounds % every === 0) {
-      valLoss = await this.#evalLoss();
-      this.#metrics?.training.setValLoss(valLoss);
+      valLoss = await this.#evalLoss().catch((e) => {
+        this.#log.warn('eval.failed', { error: errorMessage(e) });
+        return undefined;
+      });
+      if (valLoss !== undefined) this.#metrics?.training.setValLoss(valLoss);
     }
     const fp32Bytes = plan.ring.length < 2 ? 0 : (2 * (plan.ring.length - 1) * 4 * n) / plan.ring.length;
     this.#log.info('round.commit', { round, attempt: plan.id.attempt, members: plan.ring.length, meanLoss, valLoss, seconds, bytesSent: result.bytesSent, thetaSha256: hash });
@@ -766,6 +785,33 @@ export class Worker {
     this.#log.warn('round.abandon', { round: plan.id.round, attempt: plan.id.attempt, reason });
     await this.#client.call('reportRound', { id: plan.id, outcome: 'ROUND_OUTCOME_ABANDONED' }, { deadlineMs: 3000 }).catch(() => undefined);
     if (!this.#stop.signal.aborted) throw new RoundAbandoned();
+  }
+
+  /** Fetches the shards this round's windows (and the val batches) touch that are not here yet. */
+  async #ensureShards(round: number): Promise<void> {
+    if (!this.#fetchData) return;
+    const cfg = this.#cfg;
+    const [B, T] = [cfg.batchSize, cfg.seqLen];
+    const need = new Map<string, { loader: DataLoader; entry: ShardEntry }>();
+    for (let s = 0; s < cfg.innerSteps; s++) {
+      for (const start of assignedStarts(this.#train, cfg.seed, round, this.peerId, s, B, T, cfg.shardsPerRound)) {
+        for (const e of this.#train.shardsFor(start, T + 1)) need.set(e.file, { loader: this.#train, entry: e });
+      }
+    }
+    const val = this.#val;
+    if (val && val.numTokens > T) for (const e of val.shardsFor(0, Math.min(val.numTokens, (this.#o.evalBatches ?? 8) * B * T + 1))) need.set(e.file, { loader: val, entry: e });
+    const missing = new Set([...this.#train.missing(), ...(val?.missing() ?? [])].map((e) => e.file));
+    for (const { loader, entry } of need.values()) {
+      if (!missing.has(entry.file)) continue;
+      const bytes = await withRetry(() => fetchShard(this.#client, loader, entry, this.#stop.signal), { signal: this.#stop.signal });
+      this.#log.info('data.shard', { file: entry.file, bytes, held: this.#heldShards() });
+    }
+  }
+
+  #heldShards(): string {
+    const all = this.#train.manifest.shards.length;
+    const missing = this.#train.missing().length + (this.#val?.missing().length ?? 0);
+    return `${all - missing}/${all}`;
   }
 
   /** Mean loss over the first evalBatches val batches. */

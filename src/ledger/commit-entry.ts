@@ -24,7 +24,7 @@ export interface MemberCheck {
 export function commitBody(
   c: PendingCommit,
   reports: ReadonlyMap<string, ReportRoundRequest>,
-  cfg: Pick<RunConfig, 'manifestSha256' | 'seed' | 'innerSteps' | 'batchSize' | 'seqLen'>,
+  cfg: Pick<RunConfig, 'manifestSha256' | 'seed' | 'innerSteps' | 'batchSize' | 'seqLen'> & { shardsPerRound?: number },
   checks: ReadonlyMap<string, MemberCheck> = new Map(),
   commitments?: ReadonlyMap<string, SignedRecord>,
   refused: ReadonlyMap<string, string> = new Map(),
@@ -42,7 +42,7 @@ export function commitBody(
       tokens,
       score,
       credits: verdict === 'verified' && report ? Math.round(tokens * score) : 0,
-      assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, c.round, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen),
+      assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, c.round, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen, cfg.shardsPerRound ?? 0),
       ...(check?.gainAssigned !== undefined ? { usefulWork: { gainAssigned: check.gainAssigned, gainControl: check.gainControl ?? 0 } } : {}),
       ...(report ? { report: signedRecord(REPORT_ROUND_METHOD, report) } : {}),
       ...(commitments?.get(peerId) ? { commitment: commitments.get(peerId) } : {}),
@@ -64,7 +64,7 @@ export function commitBody(
         tokens: 0,
         score: 0,
         credits: 0,
-        assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, c.round, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen),
+        assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, c.round, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen, cfg.shardsPerRound ?? 0),
       })),
     ],
   };
@@ -79,7 +79,7 @@ export function missedCommits(
   ledger: readonly LedgerEntry[],
   roundLog: readonly RoundLogEntry[],
   state: { round: number; thetaHash: string },
-  cfg: Pick<RunConfig, 'manifestSha256' | 'seed' | 'innerSteps' | 'batchSize' | 'seqLen'>,
+  cfg: Pick<RunConfig, 'manifestSha256' | 'seed' | 'innerSteps' | 'batchSize' | 'seqLen'> & { shardsPerRound?: number },
 ): CommitBody[] {
   let round = 0;
   let theta = '';
@@ -95,7 +95,7 @@ export function missedCommits(
     tokens: 0,
     score: 0,
     credits: 0,
-    assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, r, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen),
+    assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, r, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen, cfg.shardsPerRound ?? 0),
   });
   for (const e of roundLog) {
     if (e.round <= round || e.round > state.round) continue;

@@ -10,7 +10,7 @@ import type { RequestMeta } from '../swarm/proto';
 
 export const LEDGER_PREFIX = 'covenant-ledger-entry/v1\n';
 export const GENESIS_PREV_HASH = '0'.repeat(64);
-export const ENTRY_TYPES = ['genesis', 'join', 'leave', 'drop', 'commit'] as const;
+export const ENTRY_TYPES = ['genesis', 'join', 'leave', 'drop', 'commit', 'abandon'] as const;
 export type EntryType = (typeof ENTRY_TYPES)[number];
 
 export interface LedgerEntry {

@@ -95,6 +95,10 @@ export function entriesOf(entries: readonly LedgerEntry[], peerId: string): Ledg
   return entries.filter(
     (e) =>
       e.type === 'genesis' ||
-      (e.type === 'commit' ? ((e.body as unknown as CommitBody).members ?? []).some((m) => m.peerId === peerId) : e.body.peerId === peerId),
+      (e.type === 'commit'
+        ? ((e.body as unknown as CommitBody).members ?? []).some((m) => m.peerId === peerId)
+        : e.type === 'abandon'
+          ? ((e.body.failed as Array<{ peerId: string }>) ?? []).some((f) => f.peerId === peerId)
+          : e.body.peerId === peerId),
   );
 }

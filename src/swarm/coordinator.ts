@@ -6,6 +6,7 @@
 // member uploads the round's averaged pseudo-gradient and the coordinator applies the outer step itself.
 import * as crypto from 'crypto';
 import { DataLoader, datasetInfo } from '../data/loader';
+import { ShardServer } from '../data/shard-service';
 import { commitBody, missedCommits } from '../ledger/commit-entry';
 import { SignedRecord } from '../ledger/entry';
 import { CommitmentBook } from '../trust/commitments';
@@ -22,7 +23,7 @@ import { GlobalState, globalStatePath, loadGlobalState, makeGlobalState, saveGlo
 import { SignedServer } from './grpc-server';
 import { loadOrCreateIdentity } from './identity';
 import { Membership } from './membership';
-import { coordinatorService } from './proto';
+import { coordinatorService, FetchShardRequest } from './proto';
 import { RoundLog } from './round-log';
 import { PlannerEvent, RoundPlanner } from './round-planner';
 import { RunConfig } from './run-config';
@@ -161,7 +162,7 @@ export class Coordinator {
       await ledger.append('commit', body as unknown as Record<string, unknown>);
       log.warn('ledger.recovered', { round: body.round, reason: 'saved before the coordinator stopped, not verified' });
     }
-    const record = (type: 'join' | 'leave' | 'drop' | 'commit', body: Record<string, unknown>) =>
+    const record = (type: 'join' | 'leave' | 'drop' | 'commit' | 'abandon', body: Record<string, unknown>) =>
       ledger.append(type, body).catch((e) => log.error('ledger.append-failed', { type, error: e }));
     const membershipLog = membershipEventSink(log, metrics?.membership);
     const membership = new Membership({
@@ -226,6 +227,11 @@ export class Coordinator {
       onEvent: (e: PlannerEvent) => {
         plannerLog(e);
         if (e.type === 'replan') metrics?.membership.replan();
+        if (e.type === 'abandon') {
+          // An abandoned round has no commit entry: its refusals (members failed at commit time) go on record here.
+          const failed = [...book.refusedIn(e.round)].map(([peerId, reason]) => ({ peerId, reason }));
+          void record('abandon', { round: e.round, attempt: e.attempt, reason: e.reason, failed });
+        }
         if (e.type === 'plan' || e.type === 'replan') {
           for (const k of plans.keys()) if (Number(k.split('/')[0]) < e.round) plans.delete(k);
           plans.set(`${e.round}/${e.attempt}`, { ring: e.ring.map((m) => m.peerId), plannedAtMs: Date.now() });
@@ -259,12 +265,15 @@ export class Coordinator {
       logger: log,
     });
     let validator: { engine: Engine; loader: DataLoader } | undefined;
+    let shards: ShardServer | undefined;
     if (this.#opts.dataDir) {
       const info = datasetInfo(this.#opts.dataDir);
       if (info.manifestHash !== cfg.manifestSha256) {
         throw new RangeError(`--data ${this.#opts.dataDir} has manifest ${info.manifestHash}, but the run's is ${cfg.manifestSha256}`);
       }
-      validator = { engine: Engine.create({ model: cfg.model, seed: cfg.seed, threads: 1 }), loader: DataLoader.open(this.#opts.dataDir, { split: 'train' }) };
+      const loader = DataLoader.open(this.#opts.dataDir, { split: 'train' });
+      validator = { engine: Engine.create({ model: cfg.model, seed: cfg.seed, threads: 1 }), loader };
+      shards = new ShardServer(this.#opts.dataDir, loader.manifest);
       this.#validatorEngine = validator.engine;
     } else if (cfg.compression === 'int8') {
       log.warn('trust.no-data', { reason: 'no --data: the useful-work check is off; commitments, norms and replays are still checked' });
@@ -277,6 +286,7 @@ export class Coordinator {
       innerSteps: cfg.innerSteps,
       B: cfg.batchSize,
       T: cfg.seqLen,
+      shardsPerRound: cfg.shardsPerRound,
       numParams: expected,
       blockSize: cfg.blockSize,
       sample: cfg.verifyMembers,
@@ -321,6 +331,7 @@ export class Coordinator {
       pushUpdate: (req, ctx) => applier.receive(ctx.peer.peerId, req),
       streamLedger: (req) => streamLedger(ledger, req.fromIndex),
       commit: (req, ctx) => book.commit(ctx.peer.peerId, req),
+      ...(shards ? { getManifest: () => shards!.manifest(), fetchShard: (req: FetchShardRequest, ctx: { signal: AbortSignal }) => shards!.shard(req.file, ctx.signal) } : {}),
       pushDelta: (req, ctx) => verifier.receive(ctx.peer.peerId, req),
     });
     this.#server = server;

@@ -31,6 +31,8 @@ export interface LocalSwarmOptions {
   workerArgs?: string[];
   /** Environment of the children (default: process.env). */
   env?: NodeJS.ProcessEnv;
+  /** 'fetch': each worker starts with an empty data directory of its own and fetches shards from the coordinator. */
+  workerData?: 'shared' | 'fetch';
 }
 
 export interface StartWorkerOptions {
@@ -112,7 +114,7 @@ export class LocalSwarm {
       'worker',
       '--join', `127.0.0.1:${this.coordinatorPort}`,
       '--run-id', this.runId,
-      '--data', this.o.dataDir,
+      '--data', this.workerDataDir(name),
       '--state', path.join(this.o.dir, name),
       '--listen', '127.0.0.1:0',
       '--threads', String(this.o.threadsPerWorker ?? 1),
@@ -121,6 +123,11 @@ export class LocalSwarm {
     ];
     this.workers.set(name, this.#spawn(name, args, opts.env));
     return name;
+  }
+
+  /** The data directory worker `name` runs with. */
+  workerDataDir(name: string): string {
+    return this.o.workerData === 'fetch' ? path.join(this.o.dir, `${name}-data`) : this.o.dataDir;
   }
 
   child(name: string): ChildInfo {

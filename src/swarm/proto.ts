@@ -260,6 +260,25 @@ export interface PushUpdateRequest {
   data: Buffer;
 }
 
+export interface GetManifestRequest {
+  meta: RequestMeta | null;
+}
+
+export interface ManifestResponse {
+  json: string;
+}
+
+export interface FetchShardRequest {
+  meta: RequestMeta | null;
+  file: string;
+}
+
+export interface ShardChunk {
+  totalBytes: number;
+  offset: number;
+  data: Buffer;
+}
+
 export interface StreamLedgerRequest {
   meta: RequestMeta | null;
   fromIndex: number;
@@ -321,6 +340,8 @@ export type CoordinatorMethods = {
   pushUpdate: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
   streamLedger: ServerStreamMethod<StreamLedgerRequest, LedgerEntryMessage>;
   commit: UnaryMethod<CommitRequest, CommitResponse>;
+  getManifest: UnaryMethod<GetManifestRequest, ManifestResponse>;
+  fetchShard: ServerStreamMethod<FetchShardRequest, ShardChunk>;
   pushDelta: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
 };
 

@@ -51,6 +51,8 @@ export interface RunConfig {
   normFactor: number;
   /** Rounds a member that failed a check sits out. */
   penaltyRounds: number;
+  /** Train shards a member's windows come from in a round (0: the whole split); it fetches only those. */
+  shardsPerRound: number;
 }
 
 type NumericKey = { [K in keyof RunConfig]: RunConfig[K] extends number ? K : never }[keyof RunConfig];
@@ -78,6 +80,7 @@ export const RUN_DEFAULTS = {
   verifyTimeoutMs: 60_000,
   normFactor: 6,
   penaltyRounds: 5,
+  shardsPerRound: 0,
 };
 
 const MAX_MS = 2147483647;
@@ -105,6 +108,7 @@ const LIMITS: Record<NumericKey, NumberLimit> = {
   verifyTimeoutMs: { int: true, min: 1, max: MAX_MS },
   normFactor: { int: false, min: 1, max: 1e6 },
   penaltyRounds: { int: true, min: 0, max: 1_000_000 },
+  shardsPerRound: { int: true, min: 0, max: 1_000_000 },
 };
 
 const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', ...Object.keys(LIMITS)];
@@ -182,6 +186,7 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     verifyTimeoutMs: merged.verifyTimeoutMs as number,
     normFactor: merged.normFactor as number,
     penaltyRounds: merged.penaltyRounds as number,
+    shardsPerRound: merged.shardsPerRound as number,
   };
   return cfg;
 }

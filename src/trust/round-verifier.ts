@@ -24,6 +24,7 @@ export interface RoundVerifierOptions {
   innerSteps: number;
   B: number;
   T: number;
+  shardsPerRound: number;
   numParams: number;
   blockSize: number;
   /** Members checked per round (0: all). */
@@ -194,7 +195,7 @@ export class RoundVerifier {
     if (root !== c.merkleRoot) return { ok: false, score: 0, reason: `delta-mismatch: the uploaded Δ has root ${root.slice(0, 16)}…, the commitment ${c.merkleRoot.slice(0, 16)}…` };
     const norm = deltaNorm(d);
     if (Math.abs(norm - c.deltaNorm) > 1e-6 * Math.max(1, norm)) return { ok: false, score: 0, reason: `norm-mismatch: the Δ's norm is ${norm}, the commitment says ${c.deltaNorm}` };
-    const res = await usefulWork(this.#o.engine!, this.#o.loader!, prev.theta, d, { runSeed: this.#o.runSeed, round: r.round, peerId, innerSteps: this.#o.innerSteps, B: this.#o.B, T: this.#o.T, batches: this.#o.batches });
+    const res = await usefulWork(this.#o.engine!, this.#o.loader!, prev.theta, d, { runSeed: this.#o.runSeed, round: r.round, peerId, innerSteps: this.#o.innerSteps, B: this.#o.B, T: this.#o.T, shardsPerRound: this.#o.shardsPerRound, batches: this.#o.batches });
     const v = judgeUsefulWork(res);
     this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, ...res });
     if (!v.ok) return { ok: false, score: 0, soft: true, reason: v.reason };

@@ -14,6 +14,8 @@ export interface UsefulWorkInput {
   innerSteps: number;
   B: number;
   T: number;
+  /** Train shards per member and round (run config shardsPerRound). */
+  shardsPerRound?: number;
   /** Batches evaluated on each side (spread over the inner steps); default 8, at most innerSteps. */
   batches?: number;
 }
@@ -49,7 +51,7 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 export async function usefulWork(engine: Engine, loader: DataLoader, theta: Float32Array, d: CompressedDelta, x: UsefulWorkInput): Promise<UsefulWorkResult> {
   const k = Math.max(1, Math.min(x.batches ?? 8, x.innerSteps));
   const steps = Array.from({ length: k }, (_, i) => Math.floor((i * x.innerSteps) / k));
-  const assigned = steps.map((s) => assignedBatch(loader, x.runSeed, x.round, x.peerId, s, x.B, x.T));
+  const assigned = steps.map((s) => assignedBatch(loader, x.runSeed, x.round, x.peerId, s, x.B, x.T, x.shardsPerRound ?? 0));
   const controlSeed = windowSeed(x.runSeed, x.round, `control|${x.peerId}`);
   const control = steps.map((s) => loader.batch(s, x.B, x.T, controlSeed));
   engine.loadParams(theta);
