@@ -128,6 +128,8 @@ test('/metrics of the coordinator and a worker parse as Prometheus text and the 
   expect(sampleValue(w2, 'covenant_allreduce_compression_ratio')).toBeGreaterThan(3);
   expect(sampleValue(c2, 'covenant_rounds_committed_total')).toBeGreaterThan(sampleValue(c1, 'covenant_rounds_committed_total'));
   expect(sampleValue(c2, 'covenant_swarm_members')).toBe(3);
+  expect(sampleValue(c2, 'covenant_ledger_entries_total', { type: 'commit' })).toBeGreaterThan(0);
+  expect(sampleValue(c2, 'covenant_trust_checks_total', { result: 'pass' })).toBeGreaterThan(0);
 });
 
 test('hostile requests are refused and do not disturb the run', async () => {

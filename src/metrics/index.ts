@@ -5,11 +5,13 @@ import { AllReduceMetrics } from './allreduce';
 import { MembershipMetrics } from './membership';
 import { initProcessRegistry, MetricsRegistry } from './registry';
 import { TrainingMetrics } from './training';
+import { TrustMetrics } from './trust';
 
 export { AllReduceMetrics, failureReason, ALLREDUCE_FAILURE_REASONS, type AllReduceFailureReason } from './allreduce';
 export { MembershipMetrics, RESYNC_REASONS, type ResyncReason } from './membership';
 export { MetricsRegistry, initProcessRegistry, processMetricsRegistry, type Role } from './registry';
 export { TrainingMetrics } from './training';
+export { TrustMetrics, trustFailureReason, TRUST_FAILURE_REASONS } from './trust';
 
 export interface WorkerMetrics {
   registry: MetricsRegistry;
@@ -21,6 +23,7 @@ export interface WorkerMetrics {
 export interface CoordinatorMetrics {
   registry: MetricsRegistry;
   membership: MembershipMetrics;
+  trust: TrustMetrics;
 }
 
 /** A worker's metrics on `registry` (role 'worker'). */
@@ -32,7 +35,7 @@ export function createWorkerMetrics(registry: MetricsRegistry): WorkerMetrics {
 /** A coordinator's metrics on `registry` (role 'coordinator'). */
 export function createCoordinatorMetrics(registry: MetricsRegistry): CoordinatorMetrics {
   if (registry.role !== 'coordinator') throw new RangeError(`createCoordinatorMetrics needs a registry with role coordinator, not ${registry.role}`);
-  return { registry, membership: new MembershipMetrics(registry) };
+  return { registry, membership: new MembershipMetrics(registry), trust: new TrustMetrics(registry) };
 }
 
 let worker: WorkerMetrics | undefined;

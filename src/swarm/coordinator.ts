@@ -163,7 +163,10 @@ export class Coordinator {
       log.warn('ledger.recovered', { round: body.round, reason: 'saved before the coordinator stopped, not verified' });
     }
     const record = (type: 'join' | 'leave' | 'drop' | 'commit' | 'abandon', body: Record<string, unknown>) =>
-      ledger.append(type, body).catch((e) => log.error('ledger.append-failed', { type, error: e }));
+      ledger.append(type, body).then(
+        () => metrics?.trust.ledgerEntry(type),
+        (e) => log.error('ledger.append-failed', { type, error: e }),
+      );
     const membershipLog = membershipEventSink(log, metrics?.membership);
     const membership = new Membership({
       heartbeatTimeoutMs: cfg.heartbeatTimeoutMs,
@@ -198,7 +201,11 @@ export class Coordinator {
             const strikes = [...(strikesOf.get(peerId) ?? []).filter((r) => r > c.round - STRIKE_WINDOW), c.round];
             strikesOf.set(peerId, strikes);
             const exclude = !check.soft || strikes.length >= 2;
-            if (exclude) planner.exclude(peerId, c.round + 1 + cfg.penaltyRounds);
+            metrics?.trust.failure(check.reason);
+            if (exclude) {
+              planner.exclude(peerId, c.round + 1 + cfg.penaltyRounds);
+              metrics?.trust.excluded();
+            }
             log.warn('trust.failed', { round: c.round, peerId, reason: check.reason, strikes: strikes.length, excludedUntilRound: exclude ? c.round + 1 + cfg.penaltyRounds : undefined });
           }
           const commitments = new Map<string, SignedRecord>();
@@ -263,6 +270,10 @@ export class Coordinator {
       normFactor: cfg.normFactor,
       penaltyRounds: cfg.penaltyRounds,
       logger: log,
+      onFailed: (_peerId, _round, reason) => {
+        metrics?.trust.failure(reason);
+        metrics?.trust.excluded();
+      },
     });
     let validator: { engine: Engine; loader: DataLoader } | undefined;
     let shards: ShardServer | undefined;
@@ -293,6 +304,7 @@ export class Coordinator {
       batches: cfg.verifyBatches,
       timeoutMs: cfg.verifyTimeoutMs,
       logger: log,
+      onCheck: (ok) => metrics?.trust.check(ok),
     });
     this.#verifier = verifier;
     metrics?.membership.bindRound(() => planner.round);

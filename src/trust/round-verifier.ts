@@ -34,6 +34,8 @@ export interface RoundVerifierOptions {
   /** How long to wait for sampled members' Δ and the checks. */
   timeoutMs: number;
   logger: Logger;
+  /** Called with every useful-work check's result. */
+  onCheck?: (ok: boolean) => void;
 }
 
 interface RoundChecks {
@@ -177,6 +179,7 @@ export class RoundVerifier {
       });
       r.checks.set(peerId, check);
       r.pending.delete(peerId);
+      this.#o.onCheck?.(check.ok);
       this.#o.logger.info('trust.check', { round: r.round, peerId, ok: check.ok, score: check.score, reason: check.reason });
       if (r.pending.size === 0) r.finish();
     });
