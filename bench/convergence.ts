@@ -24,9 +24,9 @@ import { RUN_DEFAULTS } from '../src/swarm/run-config';
 import { parseModelConfig, PRESETS } from '../src/train/model-config';
 import { BaselineResult, runBaseline, VAL_BATCHES } from './convergence-baseline';
 import { busFactor } from './allreduce';
-import { exitOnSignals } from './json-proc';
 import { loadNote, machine, otherCpuBusy } from './machine';
 import { BenchOptions } from './options';
+import { withWorkDir } from './work-dir';
 import { writeResult } from './out';
 import { num, Row } from './row';
 import { fmt, printTable } from './table';
@@ -191,21 +191,7 @@ export async function runSwarm(s: ConvergenceSettings, dataDir: string, dir: str
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export async function benchConvergence(opts: BenchOptions): Promise<void> {
-  const releaseSignals = exitOnSignals();
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'covenant-convergence-'));
-  // Interrupted (SIGINT/SIGTERM → exit, no finally): remove the work directory.
-  const removeWork = () => fs.rmSync(work, { recursive: true, force: true });
-  process.on('exit', removeWork);
-  let ok = false;
-  try {
-    await run(opts, work);
-    ok = true;
-  } finally {
-    releaseSignals();
-    process.off('exit', removeWork);
-    if (ok) removeWork();
-    else console.error(`convergence: the work directory (data, run config, every process's log) is kept: ${work}`);
-  }
+  await withWorkDir('convergence', (work) => run(opts, work));
 }
 
 async function run(opts: BenchOptions, work: string): Promise<void> {

@@ -1,4 +1,4 @@
-// Benchmarks: `npm run bench -- [gemm|attention|train|quant|allreduce|convergence|all ...] [--threads N] [--quick]`:
+// Benchmarks: `npm run bench -- [gemm|attention|train|quant|allreduce|convergence|trust|all ...] [--threads N] [--quick]`:
 // arguments and dispatch.
 // Each NAME writes bench/out/NAME.json = { machine, rows } (DESIGN.md, "Tests and benches") and prints a
 // table. GEMM and attention run in the native bench executable (native-bench.ts); train runs the Node
@@ -7,7 +7,8 @@
 // namespaces (netns.ts). Every bench measures its limit (the fp32 FMA peak at the same thread count; for
 // allreduce, TCP bandwidth) and puts it in its rows as impl 'limit'. convergence trains a swarm of worker
 // processes against a single worker (convergence.ts); it is a training run of several minutes, so `all`
-// leaves it out: name it.
+// leaves it out: name it. trust (trust.ts) measures what verification costs per round and runs swarms with
+// one hostile member; it is a training run too, left out of `all` likewise.
 import { invalidParameter } from '../src/train/model-config';
 import { benchAllreduce } from './allreduce';
 import { benchAttention } from './attention';
@@ -17,6 +18,7 @@ import { nativeBin } from './native-bench';
 import { BenchOptions } from './options';
 import { benchQuant } from './quant';
 import { benchTrain } from './train';
+import { benchTrust } from './trust';
 
 /** Each bench by name, in the order they run (`all`: see ALL). */
 const BENCHES = {
@@ -26,11 +28,12 @@ const BENCHES = {
   quant: benchQuant,
   allreduce: benchAllreduce,
   convergence: benchConvergence,
+  trust: benchTrust,
 } satisfies Record<string, (opts: BenchOptions) => void | Promise<void>>;
 type BenchName = keyof typeof BENCHES;
 const NAMES = Object.keys(BENCHES) as BenchName[];
-/** What `all` (and no name) runs: every bench but the convergence training runs. */
-const ALL = NAMES.filter((n) => n !== 'convergence');
+/** What `all` (and no name) runs: every bench but the swarm training runs (convergence, trust). */
+const ALL = NAMES.filter((n) => n !== 'convergence' && n !== 'trust');
 
 interface Options extends BenchOptions {
   names: BenchName[];

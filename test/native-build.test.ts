@@ -48,4 +48,16 @@ describe('native build', () => {
       expect(r.status).toBe(0);
     });
   }
+
+  // Where nvcc exists the CUDA kernels are part of the build, so a compile error in them fails here (the
+  // install's CPU-only fallback would otherwise hide it). The suite itself skips without a GPU.
+  const nvcc = spawnSync('nvcc', ['--version'], { encoding: 'utf8' });
+  (nvcc.status === 0 ? test : test.skip)('with nvcc present, the CUDA kernels are built and the GPU suite runs or skips cleanly', () => {
+    const bin = path.join(root, 'build', 'bin', 'covenant_native_gpu_tests');
+    expect(fs.existsSync(bin)).toBe(true);
+    const r = spawnSync(bin, [], { encoding: 'utf8', timeout: 300_000 });
+    if (r.status !== 0) console.log(r.stdout, r.stderr);
+    expect(r.stdout).toMatch(/GPU suite skipped: no CUDA device|\d+ passed, 0 failed/);
+    expect(r.status).toBe(0);
+  });
 });

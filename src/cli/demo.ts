@@ -105,6 +105,9 @@ export async function runDemo(argv: string[], io: CliIO = defaultIO, tty = proce
       minMembers: a.churn ? Math.max(1, a.workers - 1) : a.workers,
       heartbeatTimeoutMs: 5000,
       roundDeadlineMs: 120_000,
+      // The validator checks one member's useful work per round: enough to show it, light on a small machine.
+      verifyMembers: 1,
+      verifyBatches: 8,
     }),
     onLine: (name: string, line: LogLine) => {
       const before = state.workers.get(name)?.state;
