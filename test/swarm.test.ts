@@ -218,7 +218,7 @@ test('SIGTERM: a worker leaves gracefully and exits 0; restarted on its state di
   const exit = await swarm.kill('w1', 'SIGTERM');
   expect(exit.code).toBe(0);
   expect(Date.now() - t0).toBeLessThan(60_000);
-  await swarm.waitFor('coordinator', (l) => l.event === 'member.leave' && l.peerId === before, 10_000);
+  await swarm.waitFor('coordinator', (l) => l.event === 'member.leave' && l.peerId === before, 30_000);
   swarm.startWorker('w1');
   const join = await swarm.waitFor('w1', (l) => l.event === 'worker.join', 60_000, swarm.child('w1').lines.length);
   expect(join.peerId).toBe(before);

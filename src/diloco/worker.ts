@@ -310,13 +310,15 @@ export class Worker {
     this.#heartbeat = undefined;
     if (!this.#client) return;
     this.#ready = false;
-    await this.#uploading?.catch(() => undefined);
-    await this.#deltaUpload;
-    await this.#ledgerSync;
+    // Background transfers get a bounded while to finish: the whole stop must fit GRACEFUL_STOP_SECONDS.
+    const within = (p: Promise<unknown> | undefined, ms: number) => Promise.race([p?.catch(() => undefined), new Promise((r) => setTimeout(r, ms).unref())]);
+    await within(this.#uploading, 20_000);
+    await within(this.#deltaUpload, 10_000);
+    await within(this.#ledgerSync, 5_000);
     if (this.#engine && !this.#engine.disposed) {
       await this.#save().catch((e) => this.#log.error('state.save-failed', { error: errorMessage(e) }));
       if (this.#stopReason !== '') {
-        await this.#client.call('leave', { reason: this.#stopReason }, { deadlineMs: 3000 }).catch((e) => this.#log.warn('worker.leave-failed', { error: errorMessage(e) }));
+        await this.#client.call('leave', { reason: this.#stopReason }, { deadlineMs: 10_000 }).catch((e) => this.#log.warn('worker.leave-failed', { error: errorMessage(e) }));
       }
       this.#engine.dispose();
     }
@@ -783,7 +785,7 @@ export class Worker {
   async #abandon(plan: RoundPlan & { id: CollectiveId }, reason: string): Promise<void> {
     this.#engine.loadParams(this.#theta);
     this.#log.warn('round.abandon', { round: plan.id.round, attempt: plan.id.attempt, reason });
-    await this.#client.call('reportRound', { id: plan.id, outcome: 'ROUND_OUTCOME_ABANDONED' }, { deadlineMs: 3000 }).catch(() => undefined);
+    await this.#client.call('reportRound', { id: plan.id, outcome: 'ROUND_OUTCOME_ABANDONED' }, { deadlineMs: 5000 }).catch(() => undefined);
     if (!this.#stop.signal.aborted) throw new RoundAbandoned();
   }
 
