@@ -657,6 +657,9 @@ export interface AllReduceResult {
   /** Wire bytes, frame headers and the handshake included. */
   bytesSent: number;
   bytesReceived: number;
+  /** Transcripts: SHA-256 hex of every data frame sent to the successor, and received from the predecessor ('' when N = 1). */
+  sentSha256: string;
+  receivedSha256: string;
 }
 
 export type CommErrorCode = 'COMM_TIMEOUT' | 'COMM_CLOSED' | 'COMM_PROTOCOL' | 'COMM_AUTH' | 'COMM_ABORTED' | 'COMM_IO' | 'COMM_ARGS';

@@ -62,7 +62,7 @@ const refusal = async (p: Promise<unknown>) => ((await p.then(() => undefined, (
 
 test('a three-chunk upload with heartbeats in between is applied, saved and logged', async () => {
   const t = await setup();
-  t.applier.recordReport('p1', { meta: null, id: { round: 4, attempt: 1 }, outcome: 'ROUND_OUTCOME_COMPLETED', thetaSha256: t.commit.thetaSha256, meanLoss: 2.5, tokens: 100, timings: null, bytesSent: 0, bytesReceived: 0, failure: null });
+  t.applier.recordReport('p1', { meta: null, id: { round: 4, attempt: 1 }, outcome: 'ROUND_OUTCOME_COMPLETED', thetaSha256: t.commit.thetaSha256, meanLoss: 2.5, tokens: 100, timings: null, bytesSent: 0, bytesReceived: 0, failure: null, transcriptSentSha256: '', transcriptReceivedSha256: '' });
   t.applier.commit(t.commit);
   expect(t.applier.wantUpload('p1', 4)).toBe(true);
   expect(t.applier.wantUpload('p2', 4)).toBe(false); // p1 is on it

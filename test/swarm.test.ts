@@ -254,6 +254,8 @@ test('the ledger verifies, credits equal verified tokens, and a worker keeps its
     }
   }
   expect(full / scores).toBeGreaterThan(0.5);
+  // Every hop's two ends reported the same traffic.
+  for (const e of entries.filter((x) => x.type === 'commit')) expect(e.body.badHops).toBeUndefined();
   // Nobody here cheats: nobody is excluded (an unlucky honest round can cost that round's credit, a strike).
   const excluded = swarm.child('coordinator').lines.filter((l) => (l.event === 'trust.failed' && l.excludedUntilRound !== undefined) || l.event === 'trust.commit-refused');
   expect(excluded).toEqual([]);

@@ -3,7 +3,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../src/log';
 import { Identity } from '../src/swarm/identity';
-import { coordinatorService, CommitRequest } from '../src/swarm/proto';
+import { coordinatorService, CommitRequest, ReportRoundRequest } from '../src/swarm/proto';
 import { RoundPlanner } from '../src/swarm/round-planner';
 import { signRequest } from '../src/swarm/signed-request';
 import { CommitmentBook } from '../src/trust/commitments';
@@ -11,6 +11,7 @@ import { decodeDelta, deltaBlock, deltaLevels, deltaNorm, deltaRoot, encodeDelta
 import { leafHash, merkleLevels, merklePath, merkleRoot, verifyMerklePath } from '../src/trust/merkle';
 import { sampleMembers } from '../src/trust/round-verifier';
 import { judgeUsefulWork } from '../src/trust/useful-work';
+import { auditTranscripts } from '../src/trust/transcripts';
 
 const quiet = new Logger({ stream: { write: () => true } });
 
@@ -93,6 +94,16 @@ test('the useful-work verdict: no gain fails, a significant edge of the control 
   expect(judgeUsefulWork({ ...base, gainControl: 0.3, advantages: [-0.2, -0.21, -0.19, -0.2] })).toMatchObject({ ok: false, reason: expect.stringMatching(/significantly below/) });
   // A small, noisy deficit is not evidence.
   expect(judgeUsefulWork({ ...base, advantages: [-0.05, 0.04, -0.06, 0.05] }).ok).toBe(true);
+});
+
+test('ring transcripts: a hop whose ends report different traffic is named', () => {
+  const rep = (sent: string, received: string) => ({ outcome: 'ROUND_OUTCOME_COMPLETED', transcriptSentSha256: sent, transcriptReceivedSha256: received }) as ReportRoundRequest;
+  const ring = ['a', 'b', 'c'];
+  const honest = new Map([['a', rep('1', '3')], ['b', rep('2', '1')], ['c', rep('3', '2')]]);
+  expect(auditTranscripts(ring, honest).every((h) => h.ok)).toBe(true);
+  const lying = new Map([...honest, ['b', rep('2', 'x')]]);
+  expect(auditTranscripts(ring, lying).filter((h) => !h.ok)).toEqual([{ from: 'a', to: 'b', ok: false }]);
+  expect(auditTranscripts(['a'], honest)).toEqual([]);
 });
 
 test('the verification sample is fixed by the committed hash and the round', () => {

@@ -83,6 +83,8 @@ void settle(Napi::Env env, Napi::Function, Job* job) {
     r.Set("seconds", job->outcome.stats.seconds);
     r.Set("bytesSent", double(job->outcome.stats.bytes_sent));
     r.Set("bytesReceived", double(job->outcome.stats.bytes_received));
+    r.Set("sentSha256", job->outcome.stats.sent_sha256);
+    r.Set("receivedSha256", job->outcome.stats.received_sha256);
     job->deferred.Resolve(r);
   } else {
     Napi::Error e = Napi::Error::New(env, job->outcome.message);

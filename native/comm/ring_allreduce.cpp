@@ -19,6 +19,7 @@
 #include "covenant/comm.h"
 #include "covenant/crc32c.h"
 #include "covenant/quant.h"
+#include "covenant/sha256.h"
 #include "covenant/thread_pool.h"
 #include "frame.h"
 #include "handshake.h"
@@ -141,6 +142,8 @@ class RingAllReduce {
     AllReduceStats st;
     st.bytes_sent = to_succ_.bytes_sent() + from_pred_.bytes_sent();
     st.bytes_received = to_succ_.bytes_received() + from_pred_.bytes_received();
+    st.sent_sha256 = digest_hex(sent_hash_);
+    st.received_sha256 = digest_hex(recv_hash_);
     to_succ_.close();
     from_pred_.close();
     st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -250,6 +253,9 @@ class RingAllReduce {
           l1 = (e - b) * sizeof(float);
         }
         h.crc32c = crc32c_extend(crc32c(p1, l1), p2, l2);
+        sent_hash_.update(&h, sizeof(h));
+        if (l1) sent_hash_.update(p1, l1);
+        if (l2) sent_hash_.update(p2, l2);
         IoResult r = to_succ_.send_all(&h, sizeof(h), timeout_, abort_->wait_fd());
         if (r.status == IoStatus::Ok && l1) r = to_succ_.send_all(p1, l1, timeout_, abort_->wait_fd());
         if (r.status == IoStatus::Ok && l2) r = to_succ_.send_all(p2, l2, timeout_, abort_->wait_fd());
@@ -300,6 +306,8 @@ class RingAllReduce {
         }
         if (crc32c(dst, want) != h.crc32c)
           throw CommError(prefix() + "rejected a frame" + where + ": payload CRC32C mismatch", pred_, phase(g), "COMM_PROTOCOL");
+        recv_hash_.update(&h, sizeof(h));
+        if (want) recv_hash_.update(dst, want);
         if (!direct) apply(g, b, e, buf.data());
         {
           std::lock_guard<std::mutex> lock(mu_);
@@ -367,6 +375,19 @@ class RingAllReduce {
   float* work_ = nullptr;
   std::vector<float> scales_, scale_scratch_;
   std::vector<int8_t> codes_;
+  Sha256 sent_hash_, recv_hash_;  // the sender thread owns the first, the receiver the second
+
+  static std::string digest_hex(Sha256& h) {
+    uint8_t d[32];
+    h.final(d);
+    static const char* hexd = "0123456789abcdef";
+    std::string out(64, '0');
+    for (int i = 0; i < 32; ++i) {
+      out[2 * i] = hexd[d[i] >> 4];
+      out[2 * i + 1] = hexd[d[i] & 15];
+    }
+    return out;
+  }
   TcpConn to_succ_, from_pred_;
   int refused_ = 0;
   std::mutex mu_;

@@ -723,6 +723,8 @@ export class Worker {
       timings: { innerSeconds, allreduceSeconds, outerSeconds, totalSeconds: (Date.now() - t0) / 1000 },
       bytesSent: result.bytesSent,
       bytesReceived: result.bytesReceived,
+      transcriptSentSha256: result.sentSha256,
+      transcriptReceivedSha256: result.receivedSha256,
     };
     let v = await this.#report(plan, report).catch((e) => {
       restore();

@@ -39,7 +39,7 @@ export function ringBytesPerRank(bytes: number, ranks: number): number {
   return ranks < 2 ? 0 : (2 * (ranks - 1) * bytes) / ranks;
 }
 
-export interface AllReduceObservation extends AllReduceResult {
+export interface AllReduceObservation extends Pick<AllReduceResult, 'seconds' | 'bytesSent' | 'bytesReceived'> {
   /** Ranks in the ring. */
   ranks: number;
   /** fp32 elements of the tensor averaged. */

@@ -11,6 +11,7 @@ import { commitBody, missedCommits } from '../ledger/commit-entry';
 import { SignedRecord } from '../ledger/entry';
 import { CommitmentBook } from '../trust/commitments';
 import { RoundVerifier } from '../trust/round-verifier';
+import { auditTranscripts } from '../trust/transcripts';
 import { Ledger } from '../ledger/ledger';
 import { streamLedger } from '../ledger/stream';
 import { Logger } from '../log';
@@ -192,7 +193,14 @@ export class Coordinator {
         metrics?.membership.roundCommitted(seconds);
         verifier.setPrevState(c.round, prev);
         // Commit entries go into the ledger in round order, each once its checks are in.
-        commitEntries = commitEntries.then(() => verifier.result(c.round)).then((checks) => {
+        commitEntries = commitEntries.then(() => verifier.result(c.round)).then((checked) => {
+          const checks = new Map(checked);
+          // Ring transcripts: a hop whose two ends report different traffic strikes both (one of them lied).
+          const badHops = auditTranscripts(c.ring, reports).filter((h) => !h.ok);
+          for (const h of badHops) {
+            log.warn('trust.transcript-mismatch', { round: c.round, from: h.from, to: h.to });
+            for (const p of [h.from, h.to]) checks.set(p, { ok: false, soft: true, score: 0, reason: `transcript-mismatch: hop ${h.from.slice(0, 8)} → ${h.to.slice(0, 8)} reported different traffic` });
+          }
           for (const [peerId, check] of checks) {
             if (check.ok) continue;
             // A proof of cheating excludes at once; a statistical failure (the useful-work check, a missing
@@ -213,7 +221,8 @@ export class Coordinator {
             const k = book.get(c.round, p);
             if (k) commitments.set(p, k.record);
           }
-          return record('commit', commitBody(c, reports, cfg, checks, commitments, book.refusedIn(c.round)) as unknown as Record<string, unknown>);
+          const body = commitBody(c, reports, cfg, checks, commitments, book.refusedIn(c.round));
+          return record('commit', { ...body, ...(badHops.length ? { badHops: badHops.map(({ from, to }) => ({ from, to })) } : {}) });
         }).then(() => undefined);
       },
     });

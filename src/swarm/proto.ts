@@ -216,6 +216,8 @@ export interface ReportRoundRequest {
   bytesSent: number;
   bytesReceived: number;
   failure: AllReduceFailure | null;
+  transcriptSentSha256: string;
+  transcriptReceivedSha256: string;
 }
 
 export type RoundVerdict =

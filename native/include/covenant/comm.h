@@ -42,6 +42,10 @@ struct AllReduceStats {
   double seconds = 0;
   uint64_t bytes_sent = 0;      // wire bytes including frame headers and the handshake
   uint64_t bytes_received = 0;
+  // Transcripts: SHA-256 (hex) of every data frame (header and payload, in order) sent to the successor
+  // and received from the predecessor. On an honest hop, a rank's sent hash is its successor's received one.
+  std::string sent_sha256;
+  std::string received_sha256;
 };
 
 // Thrown by ring_allreduce. peer_rank is -1 when no single peer is at fault (bad options, abort).
