@@ -31,7 +31,7 @@ test('the switch is refused in production and names the kinds', () => {
   expect(hostileKind({})).toBeUndefined();
   expect(hostileKind({ COVENANT_TEST_HOSTILE: 'zero' })).toBe('zero');
   expect(() => hostileKind({ COVENANT_TEST_HOSTILE: 'zero', NODE_ENV: 'production' })).toThrow(/refused in production/);
-  expect(() => hostileKind({ COVENANT_TEST_HOSTILE: 'nope' })).toThrow(/zero, random-tokens, scaled, replay/);
+  expect(() => hostileKind({ COVENANT_TEST_HOSTILE: 'nope' })).toThrow(/zero, random-tokens, scaled, replay, ring-mismatch/);
   // The worker exits 2 (a refusal a restart cannot fix) before joining anything.
   const r = spawnSync(process.execPath, [CLI_MAIN, 'worker', '--join', '127.0.0.1:1', '--run-id', 'x', '--data', dataDir, '--state', path.join(tmp, 'prod'), '--listen', '127.0.0.1:0'], {
     env: { ...process.env, COVENANT_TEST_HOSTILE: 'zero', NODE_ENV: 'production' },
@@ -41,7 +41,7 @@ test('the switch is refused in production and names the kinds', () => {
   expect(r.stderr).toMatch(/refused in production/);
 });
 
-describe.each(HOSTILE_KINDS.map((k) => [k]))('a %s member', (kind) => {
+describe.each(HOSTILE_KINDS.filter((k) => k !== 'ring-mismatch').map((k) => [k]))('a %s member', (kind) => {
   let swarm: LocalSwarm;
   const hashes = new Map<number, Map<string, string>>();
   afterAll(async () => swarm?.stop(10_000));
@@ -104,4 +104,33 @@ describe.each(HOSTILE_KINDS.map((k) => [k]))('a %s member', (kind) => {
       for (const [name, h] of byWorker) if (name !== 'cheat') expect(h).toBe(c.thetaSha256);
     }
   });
+});
+
+test('a member whose ring data differs from its commitment fails the ring audit: the round is not credited', async () => {
+  const swarm = new LocalSwarm({
+    dir: path.join(tmp, 'ring-mismatch'),
+    dataDir,
+    config: localRunConfig({ model: 'tiny', vocabSize: 257, innerSteps: 12, innerLr: 1e-3, minMembers: 3, planDelayMs: 1500, heartbeatTimeoutMs: 3000, allreduceTimeoutMs: 3000 }),
+    workerArgs: ['--eval-every', '0'],
+  });
+  try {
+    await swarm.startCoordinator();
+    for (let i = 0; i < 3; i++) swarm.startWorker();
+    const cheat = swarm.startWorker('cheat', { env: { COVENANT_TEST_HOSTILE: 'ring-mismatch' } });
+    const joined = await swarm.waitFor(cheat, (l) => l.event === 'worker.join', 60_000);
+    const first = await swarm.waitFor(cheat, (l) => l.event === 'round.start', 60_000);
+    const caught = await swarm.waitFor('coordinator', (l) => l.event === 'trust.ring-mismatch', 120_000);
+    expect(caught.round as number).toBeLessThanOrEqual((first.round as number) + 1);
+    await swarm.waitFor('coordinator', (l) => l.event === 'state.commit' && (l.round as number) >= (caught.round as number) + 1, 120_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const file = path.join(swarm.coordinatorState, 'ledger.jsonl');
+    expect(spawnSync(process.execPath, [CLI_MAIN, 'ledger', 'verify', file], { encoding: 'utf8' }).stderr).toBe('');
+    const entry = (await readLedgerFile(file)).entries.find((e) => e.type === 'commit' && e.body.round === caught.round)!;
+    expect(entry.body.ringAudit).toMatchObject({ ok: false });
+    const members = (entry.body as unknown as CommitBody).members;
+    expect(members.find((m) => m.peerId === joined.peerId)).toMatchObject({ verdict: 'unverified', credits: 0 });
+    for (const m of members) expect(m.credits).toBe(0);
+  } finally {
+    await swarm.stop(10_000);
+  }
 });

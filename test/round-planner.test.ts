@@ -317,10 +317,10 @@ describe('GetPlan / ReportRound on loopback', () => {
     expect(((await stranger.call('getPlan', { round: 1 }).catch((x: unknown) => x)) as RpcError).status).toBe(grpc.status.NOT_FOUND);
 
     const report = (c: SignedClient<CoordinatorMethods>) => c.call('reportRound', { id: { round: 1, attempt: 0 }, outcome: 'ROUND_OUTCOME_COMPLETED', thetaSha256: H1, meanLoss: 3.5, tokens: 1000 });
-    expect(await report(clients[0])).toEqual({ verdict: 'ROUND_VERDICT_ACCEPTED', committedRound: 0, uploadUpdate: false, uploadDelta: false });
-    expect(await report(clients[1])).toEqual({ verdict: 'ROUND_VERDICT_ACCEPTED', committedRound: 0, uploadUpdate: false, uploadDelta: false });
-    expect(await report(clients[2])).toEqual({ verdict: 'ROUND_VERDICT_COMMITTED', committedRound: 1, uploadUpdate: false, uploadDelta: false });
-    expect(await report(clients[0])).toEqual({ verdict: 'ROUND_VERDICT_COMMITTED', committedRound: 1, uploadUpdate: false, uploadDelta: false });
+    expect(await report(clients[0])).toEqual({ verdict: 'ROUND_VERDICT_ACCEPTED', committedRound: 0, uploadUpdate: false, uploadDelta: false, openBlocks: [] });
+    expect(await report(clients[1])).toEqual({ verdict: 'ROUND_VERDICT_ACCEPTED', committedRound: 0, uploadUpdate: false, uploadDelta: false, openBlocks: [] });
+    expect(await report(clients[2])).toEqual({ verdict: 'ROUND_VERDICT_COMMITTED', committedRound: 1, uploadUpdate: false, uploadDelta: false, openBlocks: [] });
+    expect(await report(clients[0])).toEqual({ verdict: 'ROUND_VERDICT_COMMITTED', committedRound: 1, uploadUpdate: false, uploadDelta: false, openBlocks: [] });
     expect([planner.round, planner.committedRound, planner.thetaSha256]).toEqual([2, 1, H1]);
 
     // Round 2: a failure at a rank re-plans without that peer.

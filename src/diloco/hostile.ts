@@ -1,7 +1,7 @@
 // Test-only misbehaviour, for the trust tests: a worker that cheats in one of the ways the validator must
 // catch. Chosen with COVENANT_TEST_HOSTILE; refused (exit 2) where NODE_ENV is 'production', which the
 // systemd units set, so a production install cannot turn it on.
-export const HOSTILE_KINDS = ['zero', 'random-tokens', 'scaled', 'replay'] as const;
+export const HOSTILE_KINDS = ['zero', 'random-tokens', 'scaled', 'replay', 'ring-mismatch'] as const;
 export type HostileKind = (typeof HOSTILE_KINDS)[number];
 
 /** The hostile kind this process was started with, if any; throws naming the problem for a bad or forbidden one. */

@@ -14,7 +14,8 @@ import { ensureManifest, fetchShard } from '../data/shard-service';
 import { outerStep, pseudoGradient } from './outer-step';
 import { loadWorkerState, makeWorkerState, saveWorkerState, WorkerState } from './worker-state';
 import { MemberLedger } from '../ledger/member-copy';
-import { CompressedDelta, deltaNorm, deltaRoot, encodeDelta } from '../trust/delta-blocks';
+import { CompressedDelta, deltaBlock, deltaLevels, deltaNorm, deltaRoot, encodeDelta } from '../trust/delta-blocks';
+import { merklePath } from '../trust/merkle';
 import { HostileKind, hostileKind, randomTokens } from './hostile';
 import { DataLoader, datasetInfo } from '../data/loader';
 import { CovenantError, errorMessage } from '../errors';
@@ -144,6 +145,7 @@ export class Worker {
   #uploading: Promise<void> | undefined;
   #ledger: MemberLedger | undefined;
   #deltaUpload: Promise<unknown> = Promise.resolve();
+  #openingsPush: Promise<unknown> = Promise.resolve();
   #hostile: HostileKind | undefined;
   /** The data directory started without its shards: fetch what each round needs. */
   #fetchData = false;
@@ -314,6 +316,7 @@ export class Worker {
     const within = (p: Promise<unknown> | undefined, ms: number) => Promise.race([p?.catch(() => undefined), new Promise((r) => setTimeout(r, ms).unref())]);
     await within(this.#uploading, 20_000);
     await within(this.#deltaUpload, 10_000);
+    await within(this.#openingsPush, 5_000);
     await within(this.#ledgerSync, 5_000);
     if (this.#engine && !this.#engine.disposed) {
       await this.#save().catch((e) => this.#log.error('state.save-failed', { error: errorMessage(e) }));
@@ -501,6 +504,16 @@ export class Worker {
     }
   }
 
+  /** Opens the asked blocks of the committed Δ (block + Merkle path) for the validator's ring audit. */
+  #pushOpenings(id: CollectiveId, d: CompressedDelta, blocks: number[]): void {
+    const levels = deltaLevels(d);
+    const openings = blocks.filter((i) => i < d.scales.length).map((index) => ({ index, block: deltaBlock(d, index), path: merklePath(levels, index) }));
+    this.#openingsPush = this.#client
+      .call('pushOpenings', { id, openings }, { signal: this.#stop.signal })
+      .then(() => this.#log.info('trust.openings', { round: id.round, blocks: openings.length }))
+      .catch((e) => this.#log.warn('trust.openings-failed', { round: id.round, error: errorMessage(e) }));
+  }
+
   #uploadDelta(id: CollectiveId, d: CompressedDelta): void {
     const payload = encodeDelta(d);
     this.#deltaUpload = pushChunks(this.#client, 'pushDelta', id, payload, this.#stop.signal)
@@ -608,6 +621,7 @@ export class Worker {
       compressed = { codes: q.codes, scales: q.scales, block: cfg.blockSize };
       if (this.#hostile === 'replay') compressed = this.#replayed ??= compressed;
       send = await dequantize(compressed.codes, compressed.scales, cfg.blockSize);
+      if (this.#hostile === 'ring-mismatch') for (let i = 0; i < send.length; i++) send[i] *= 1.5; // not what it committed to
     } else {
       send = delta;
     }
@@ -754,6 +768,7 @@ export class Worker {
     this.#lastUpdate = { id: plan.id, avg };
     if (v.uploadUpdate) this.#upload(plan.id, avg);
     if (v.uploadDelta && compressed) this.#uploadDelta(plan.id, compressed);
+    if (v.openBlocks.length > 0 && compressed) this.#pushOpenings(plan.id, compressed, v.openBlocks);
     await this.#save();
     this.#committedRounds++;
     const seconds = (Date.now() - t0) / 1000;
@@ -774,7 +789,7 @@ export class Worker {
     this.#setPhase('idle');
   }
 
-  async #report(plan: RoundPlan & { id: CollectiveId }, body: Omit<Partial<ReportRoundRequest>, 'meta' | 'id'>): Promise<{ verdict: RoundVerdict; committedRound: number; uploadUpdate: boolean; uploadDelta: boolean }> {
+  async #report(plan: RoundPlan & { id: CollectiveId }, body: Omit<Partial<ReportRoundRequest>, 'meta' | 'id'>): Promise<{ verdict: RoundVerdict; committedRound: number; uploadUpdate: boolean; uploadDelta: boolean; openBlocks: number[] }> {
     return withRetry(() => this.#client.call('reportRound', { id: plan.id, ...body }), { signal: this.#stop.signal }).catch((e) => {
       if (e instanceof RpcError && ['not-in-round', 'round-not-open', 'plan-pending', 'bad-attempt'].includes(e.reason)) {
         this.#log.info('round.dropped', { round: plan.id.round, reason: e.reason });

@@ -16,6 +16,8 @@ export interface MemberCheck {
   reason?: string;
   /** A statistical failure (not a proof of cheating): excludes only when repeated. */
   soft?: boolean;
+  /** The round could not be verified for this member (e.g. the ring's result failed the audit): no credit, no strike. */
+  unverified?: boolean;
   /** Useful-work loss drops on the member's windows and on windows it was not given (when checked). */
   gainAssigned?: number;
   gainControl?: number;
@@ -33,12 +35,12 @@ export function commitBody(
     const report = reports.get(peerId);
     const check = checks.get(peerId);
     const tokens = report?.tokens ?? 0;
-    const verdict = !agreed ? 'resync' : check && !check.ok ? 'failed' : 'verified';
+    const verdict = !agreed ? 'resync' : check && !check.ok ? (check.unverified ? 'unverified' : 'failed') : 'verified';
     const score = verdict === 'verified' ? Math.max(0, Math.min(1, check?.score ?? 1)) : 0;
     return {
       peerId,
       verdict,
-      ...(verdict === 'failed' ? { reason: check?.reason ?? 'check failed' } : verdict === 'resync' ? { reason: 'θ hash disagreed with the majority' } : {}),
+      ...(verdict === 'failed' || verdict === 'unverified' ? { reason: check?.reason ?? 'check failed' } : verdict === 'resync' ? { reason: 'θ hash disagreed with the majority' } : {}),
       tokens,
       score,
       credits: verdict === 'verified' && report ? Math.round(tokens * score) : 0,

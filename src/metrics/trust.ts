@@ -3,7 +3,7 @@
 import type { Counter } from 'prom-client';
 import { MetricsRegistry } from './registry';
 
-export const TRUST_FAILURE_REASONS = ['bad_tokens', 'replayed_delta', 'norm_outlier', 'delta_mismatch', 'useful_work', 'delta_missing', 'transcript_mismatch', 'other'] as const;
+export const TRUST_FAILURE_REASONS = ['bad_tokens', 'replayed_delta', 'norm_outlier', 'delta_mismatch', 'useful_work', 'delta_missing', 'transcript_mismatch', 'ring_mismatch', 'other'] as const;
 export type TrustFailureReason = (typeof TRUST_FAILURE_REASONS)[number];
 export const LEDGER_ENTRY_TYPES = ['genesis', 'join', 'leave', 'drop', 'commit', 'abandon'] as const;
 
@@ -17,6 +17,7 @@ export function trustFailureReason(message: string | undefined): TrustFailureRea
   if (m.startsWith('useful-work')) return 'useful_work';
   if (m.startsWith('delta-not-received')) return 'delta_missing';
   if (m.startsWith('transcript-mismatch')) return 'transcript_mismatch';
+  if (m.startsWith('ring-mismatch')) return 'ring_mismatch';
   return 'other';
 }
 

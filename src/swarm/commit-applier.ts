@@ -54,7 +54,7 @@ export interface CommitApplierOptions {
   outer: OuterSettings;
   logger: Logger;
   /** Called once a commit is saved, with its round duration (plan to save) in seconds. */
-  onApplied?: (commit: PendingCommit, seconds: number, reports: ReadonlyMap<string, ReportRoundRequest>, prev: GlobalState) => void;
+  onApplied?: (commit: PendingCommit, seconds: number, reports: ReadonlyMap<string, ReportRoundRequest>, prev: GlobalState, update: Float32Array) => void;
   /** An uploader silent this long is replaced by the next committed member that reports (default 20 s). */
   uploadStaleMs?: number;
   now?: () => number;
@@ -200,7 +200,7 @@ export class CommitApplier {
     await this.#o.roundLog.append(this.#entry(c));
     const seconds = Math.max(0, (savedAtMs - c.plannedAtMs) / 1000);
     const reports = new Map([...(this.#reports.get(`${c.round}/${c.attempt}`) ?? new Map<string, MemberReport>())].map(([p, r]) => [p, r.request]));
-    this.#o.onApplied?.(c, seconds, reports, state);
+    this.#o.onApplied?.(c, seconds, reports, state, delta);
     log.info('state.commit', { round: c.round, attempt: c.attempt, thetaSha256: c.thetaSha256, from: peerId, seconds });
   }
 

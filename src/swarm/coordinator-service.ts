@@ -157,7 +157,7 @@ export interface RoundServiceOptions {
   membership?: Membership;
   logger?: Logger;
   /** Sees every report with its verdict; says whether the reporter should upload the round's update and its own Δ. */
-  onReport?: (peerId: string, req: ReportRoundRequest, verdict: ReportVerdict) => { uploadUpdate?: boolean; uploadDelta?: boolean };
+  onReport?: (peerId: string, req: ReportRoundRequest, verdict: ReportVerdict) => { uploadUpdate?: boolean; uploadDelta?: boolean; openBlocks?: number[] };
 }
 
 /** A RoundPlanner event sink that logs round.plan / round.replan / round.commit / round.abandon lines. */
@@ -276,7 +276,7 @@ export function createRoundHandlers(planner: RoundPlanner, opts: RoundServiceOpt
           throw new RpcError(grpc.status.INVALID_ARGUMENT, `ReportRound outcome ${JSON.stringify(req.outcome)} is not one of COMPLETED, ALLREDUCE_FAILED, ABANDONED`, 'bad-outcome');
       }
       const asks = opts.onReport?.(peerId, req, verdict) ?? {};
-      return { verdict: VERDICTS[verdict], committedRound: planner.committedRound, uploadUpdate: asks.uploadUpdate ?? false, uploadDelta: asks.uploadDelta ?? false };
+      return { verdict: VERDICTS[verdict], committedRound: planner.committedRound, uploadUpdate: asks.uploadUpdate ?? false, uploadDelta: asks.uploadDelta ?? false, openBlocks: asks.openBlocks ?? [] };
     },
   };
 }

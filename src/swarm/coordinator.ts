@@ -12,6 +12,7 @@ import { SignedRecord } from '../ledger/entry';
 import { CommitmentBook } from '../trust/commitments';
 import { RoundVerifier } from '../trust/round-verifier';
 import { auditTranscripts } from '../trust/transcripts';
+import { RingAudit } from '../trust/ring-audit';
 import { Ledger } from '../ledger/ledger';
 import { streamLedger } from '../ledger/stream';
 import { Logger } from '../log';
@@ -189,12 +190,19 @@ export class Coordinator {
       roundLog: this.#roundLog,
       outer: { lr: cfg.outerLr, momentum: cfg.outerMomentum },
       logger: log,
-      onApplied: (c, seconds, reports, prev) => {
+      onApplied: (c, seconds, reports, prev, update) => {
         metrics?.membership.roundCommitted(seconds);
         verifier.setPrevState(c.round, prev);
+        audit.setUpdate(c.round, update);
         // Commit entries go into the ledger in round order, each once its checks are in.
-        commitEntries = commitEntries.then(() => verifier.result(c.round)).then((checked) => {
-          const checks = new Map(checked);
+        commitEntries = commitEntries.then(async () => {
+          const checks = new Map(await verifier.result(c.round));
+          const ringAudit = await audit.result(c.round);
+          if (ringAudit && !ringAudit.ok && !ringAudit.incomplete) {
+            // The agreed average does not follow from the commitments: the round fails; nobody is credited.
+            for (const p of [...c.members]) checks.set(p, { ok: false, score: 0, unverified: true, reason: `ring-mismatch: the ring's result differs from the commitments at blocks ${ringAudit.mismatched.join(', ')}` });
+            metrics?.trust.failure('ring-mismatch');
+          }
           // Ring transcripts: a hop whose two ends report different traffic strikes both (one of them lied).
           const badHops = auditTranscripts(c.ring, reports).filter((h) => !h.ok);
           for (const h of badHops) {
@@ -202,7 +210,7 @@ export class Coordinator {
             for (const p of [h.from, h.to]) checks.set(p, { ok: false, soft: true, score: 0, reason: `transcript-mismatch: hop ${h.from.slice(0, 8)} → ${h.to.slice(0, 8)} reported different traffic` });
           }
           for (const [peerId, check] of checks) {
-            if (check.ok) continue;
+            if (check.ok || check.unverified) continue;
             // A proof of cheating excludes at once; a statistical failure (the useful-work check, a missing
             // upload) only on its second within strikeWindow rounds, so that an honest member's unlucky
             // round costs it that round's credit and nothing more.
@@ -222,8 +230,12 @@ export class Coordinator {
             if (k) commitments.set(p, k.record);
           }
           const body = commitBody(c, reports, cfg, checks, commitments, book.refusedIn(c.round));
-          return record('commit', { ...body, ...(badHops.length ? { badHops: badHops.map(({ from, to }) => ({ from, to })) } : {}) });
-        }).then(() => undefined);
+          await record('commit', {
+            ...body,
+            ...(badHops.length ? { badHops: badHops.map(({ from, to }) => ({ from, to })) } : {}),
+            ...(ringAudit ? { ringAudit } : {}),
+          });
+        });
       },
     });
     this.#applier = applier;
@@ -266,6 +278,7 @@ export class Coordinator {
             committedAtMs: Date.now(),
           });
           lastCommitHash = e.thetaSha256;
+          if (cfg.compression === 'int8' && cfg.openBlocks > 0 && plan) audit.begin(e.round, e.attempt, plan.ring, e.thetaSha256);
           if (cfg.compression === 'int8') verifier.begin(e.round, [...e.verdicts].filter(([, v]) => v === 'committed').map(([p]) => p), e.thetaSha256);
         }
       },
@@ -316,6 +329,7 @@ export class Coordinator {
       onCheck: (ok) => metrics?.trust.check(ok),
     });
     this.#verifier = verifier;
+    const audit = new RingAudit({ book, numParams: expected, blockSize: cfg.blockSize, sample: cfg.openBlocks, timeoutMs: cfg.verifyTimeoutMs, logger: log });
     metrics?.membership.bindRound(() => planner.round);
     metrics?.membership.setMinMembers(cfg.minMembers);
 
@@ -345,7 +359,7 @@ export class Coordinator {
         onReport: (peerId, req, verdict) => {
           applier.recordReport(peerId, req);
           if (verdict !== 'committed' || req.id === null) return {};
-          return { uploadUpdate: applier.wantUpload(peerId, req.id.round), uploadDelta: verifier.wantsDelta(peerId, req.id.round) };
+          return { uploadUpdate: applier.wantUpload(peerId, req.id.round), uploadDelta: verifier.wantsDelta(peerId, req.id.round), openBlocks: audit.wants(peerId, req.id.round) };
         },
       }),
       fetchState: (req, ctx) => streamState(this.state, req, { signal: ctx.signal }),
@@ -354,6 +368,7 @@ export class Coordinator {
       commit: (req, ctx) => book.commit(ctx.peer.peerId, req),
       ...(shards ? { getManifest: () => shards!.manifest(), fetchShard: (req: FetchShardRequest, ctx: { signal: AbortSignal }) => shards!.shard(req.file, ctx.signal) } : {}),
       pushDelta: (req, ctx) => verifier.receive(ctx.peer.peerId, req),
+      pushOpenings: (req, ctx) => audit.receive(ctx.peer.peerId, req),
     });
     this.#server = server;
     this.#port = await server.listen(this.#opts.listen);

@@ -232,6 +232,23 @@ export interface ReportRoundResponse {
   committedRound: number;
   uploadUpdate: boolean;
   uploadDelta: boolean;
+  openBlocks: number[];
+}
+
+export interface BlockOpening {
+  index: number;
+  block: Buffer;
+  path: Buffer[];
+}
+
+export interface PushOpeningsRequest {
+  meta: RequestMeta | null;
+  id: CollectiveId | null;
+  openings: BlockOpening[];
+}
+
+export interface PushOpeningsResponse {
+  accepted: boolean;
 }
 
 export interface CommitRequest {
@@ -345,6 +362,7 @@ export type CoordinatorMethods = {
   getManifest: UnaryMethod<GetManifestRequest, ManifestResponse>;
   fetchShard: ServerStreamMethod<FetchShardRequest, ShardChunk>;
   pushDelta: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
+  pushOpenings: UnaryMethod<PushOpeningsRequest, PushOpeningsResponse>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */

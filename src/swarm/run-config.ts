@@ -53,6 +53,8 @@ export interface RunConfig {
   penaltyRounds: number;
   /** Train shards a member's windows come from in a round (0: the whole split); it fetches only those. */
   shardsPerRound: number;
+  /** Δ blocks every member opens after a commit for the validator's recomputation of the ring (0: off). */
+  openBlocks: number;
 }
 
 type NumericKey = { [K in keyof RunConfig]: RunConfig[K] extends number ? K : never }[keyof RunConfig];
@@ -81,6 +83,7 @@ export const RUN_DEFAULTS = {
   normFactor: 6,
   penaltyRounds: 5,
   shardsPerRound: 0,
+  openBlocks: 8,
 };
 
 const MAX_MS = 2147483647;
@@ -109,6 +112,7 @@ const LIMITS: Record<NumericKey, NumberLimit> = {
   normFactor: { int: false, min: 1, max: 1e6 },
   penaltyRounds: { int: true, min: 0, max: 1_000_000 },
   shardsPerRound: { int: true, min: 0, max: 1_000_000 },
+  openBlocks: { int: true, min: 0, max: 4096 },
 };
 
 const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', ...Object.keys(LIMITS)];
@@ -187,6 +191,7 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     normFactor: merged.normFactor as number,
     penaltyRounds: merged.penaltyRounds as number,
     shardsPerRound: merged.shardsPerRound as number,
+    openBlocks: merged.openBlocks as number,
   };
   return cfg;
 }

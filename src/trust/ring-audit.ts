@@ -1,0 +1,174 @@
+// Openings: after a round commits, every member of the committing ring opens a sample of blocks of its
+// committed Δ (block + Merkle path, checked against its commitment's root). The validator then recomputes
+// the ring's exact int8 reduction of those blocks — the order is known (chunk c starts at rank c and is summed
+// rank after rank to its owner, rank c − 1) and the arithmetic deterministic (the same quantize and dequantize
+// kernels, fp32 additions, one fp32 division by N) — and compares it bit for bit with the agreed average.
+// A mismatch means the ring carried data that does not follow from the commitments: the round fails.
+import * as crypto from 'crypto';
+import * as grpc from '@grpc/grpc-js';
+import { Logger } from '../log';
+import { dequantize, quantize } from '../native';
+import { PushOpeningsRequest, PushOpeningsResponse } from '../swarm/proto';
+import { RpcError } from '../swarm/rpc-error';
+import { CommitmentBook } from './commitments';
+import { verifyMerklePath } from './merkle';
+
+export interface RingAuditResult {
+  ok: boolean;
+  blocks: number[];
+  /** Sampled blocks whose recomputed reduction differs from the agreed average. */
+  mismatched: number[];
+  /** Set when the audit could not run (a member did not open in time). */
+  incomplete?: string;
+}
+
+interface RoundAudit {
+  round: number;
+  attempt: number;
+  ring: string[];
+  blocks: number[];
+  opened: Map<string, Map<number, Buffer>>;
+  update?: Float32Array;
+  done: Promise<RingAuditResult>;
+  settle: (r: RingAuditResult) => void;
+  running: boolean;
+}
+
+export interface RingAuditOptions {
+  book: CommitmentBook;
+  numParams: number;
+  blockSize: number;
+  /** Blocks opened per round. */
+  sample: number;
+  timeoutMs: number;
+  logger: Logger;
+}
+
+/** The blocks to open: `k` distinct indices drawn from SHA-256(θ hash | round | i), fixed only once the round committed. */
+export function openingSample(thetaSha256: string, round: number, numBlocks: number, k: number): number[] {
+  const out = new Set<number>();
+  for (let i = 0; out.size < Math.min(k, numBlocks); i++) {
+    out.add(crypto.createHash('sha256').update(`${thetaSha256}|${round}|open|${i}`).digest().readUIntBE(0, 6) % numBlocks);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+/** The chunk of `block` when `numBlocks` blocks are split over `N` ranks (native/comm/ring_plan.cpp). */
+export function chunkOf(block: number, numBlocks: number, N: number): number {
+  for (let c = 0; c < N; c++) if (block < Math.floor((numBlocks * (c + 1)) / N)) return c;
+  return N - 1;
+}
+
+/** Replays the int8 ring arithmetic for a block of chunk `c`: inputs[r] is rank r's values of the block. */
+export async function reduceChunkBlock(inputs: Float32Array[], c: number, blockSize: number): Promise<Float32Array> {
+  const N = inputs.length;
+  if (N === 1) return Float32Array.from(inputs[0]);
+  let q = await quantize(inputs[c], blockSize); // rank c sends its own values, quantized
+  for (let j = 1; j < N; j++) {
+    const own = inputs[(c + j) % N];
+    const w = await dequantize(q.codes, q.scales, blockSize);
+    for (let i = 0; i < w.length; i++) w[i] = w[i] + own[i]; // Float32Array stores round to fp32
+    if (j === N - 1) for (let i = 0; i < w.length; i++) w[i] = w[i] / N; // the owner: the mean
+    q = await quantize(w, blockSize);
+  }
+  return dequantize(q.codes, q.scales, blockSize);
+}
+
+export class RingAudit {
+  readonly #o: RingAuditOptions;
+  readonly #rounds = new Map<number, RoundAudit>();
+
+  constructor(o: RingAuditOptions) {
+    this.#o = o;
+  }
+
+  get numBlocks(): number {
+    return Math.ceil(this.#o.numParams / this.#o.blockSize);
+  }
+
+  /** A round committed with this ring (peer ids in rank order). */
+  begin(round: number, attempt: number, ring: string[], thetaSha256: string): void {
+    let settle: (r: RingAuditResult) => void = () => undefined;
+    const done = new Promise<RingAuditResult>((resolve) => (settle = resolve));
+    const blocks = openingSample(thetaSha256, round, this.numBlocks, this.#o.sample);
+    const a: RoundAudit = { round, attempt, ring: [...ring], blocks, opened: new Map(), done, settle, running: false };
+    this.#rounds.set(round, a);
+    for (const k of this.#rounds.keys()) if (k < round - 8) this.#rounds.delete(k);
+    const timer = setTimeout(() => {
+      const missing = a.ring.filter((p) => !a.opened.has(p));
+      a.settle({ ok: false, blocks, mismatched: [], incomplete: missing.length ? `no openings from ${missing.join(', ')}` : 'no averaged update' });
+    }, this.#o.timeoutMs);
+    timer.unref();
+    void done.then(() => clearTimeout(timer));
+  }
+
+  /** The blocks `peerId` should open for `round` (empty once it has, or when nothing is audited). */
+  wants(peerId: string, round: number): number[] {
+    const a = this.#rounds.get(round);
+    return a && a.ring.includes(peerId) && !a.opened.has(peerId) ? [...a.blocks] : [];
+  }
+
+  receive(peerId: string, req: PushOpeningsRequest): PushOpeningsResponse {
+    if (!req.id) throw new RpcError(grpc.status.INVALID_ARGUMENT, 'PushOpenings needs the collective id of the committed round', 'no-collective-id');
+    const a = this.#rounds.get(req.id.round);
+    if (!a || !a.ring.includes(peerId)) throw new RpcError(grpc.status.FAILED_PRECONDITION, `no openings of round ${req.id.round} are wanted from ${peerId}`, 'openings-not-wanted');
+    if (a.opened.has(peerId)) return { accepted: true };
+    const c = this.#o.book.get(a.round, peerId);
+    if (!c || c.attempt !== a.attempt) throw new RpcError(grpc.status.FAILED_PRECONDITION, `peer ${peerId} has no commitment for round ${a.round} attempt ${a.attempt}`, 'no-commitment');
+    const got = new Map<number, Buffer>();
+    for (const o of req.openings ?? []) {
+      if (!a.blocks.includes(o.index)) throw new RpcError(grpc.status.INVALID_ARGUMENT, `block ${o.index} was not asked for`, 'bad-opening');
+      if (!verifyMerklePath(c.merkleRoot, o.block, o.index, this.numBlocks, o.path)) {
+        throw new RpcError(grpc.status.INVALID_ARGUMENT, `block ${o.index} does not open against the committed root`, 'bad-opening');
+      }
+      got.set(o.index, Buffer.from(o.block));
+    }
+    if (got.size !== a.blocks.length) throw new RpcError(grpc.status.INVALID_ARGUMENT, `${got.size} of ${a.blocks.length} asked blocks opened`, 'bad-opening');
+    a.opened.set(peerId, got);
+    this.#maybeRun(a);
+    return { accepted: true };
+  }
+
+  /** The agreed average of `round` (what the update upload carried). */
+  setUpdate(round: number, update: Float32Array): void {
+    const a = this.#rounds.get(round);
+    if (!a) return;
+    a.update = update;
+    this.#maybeRun(a);
+  }
+
+  result(round: number): Promise<RingAuditResult | undefined> {
+    return this.#rounds.get(round)?.done ?? Promise.resolve(undefined);
+  }
+
+  #maybeRun(a: RoundAudit): void {
+    if (a.running || !a.update || a.ring.some((p) => !a.opened.has(p))) return;
+    a.running = true;
+    void this.#run(a).then(a.settle, (e: unknown) => a.settle({ ok: false, blocks: a.blocks, mismatched: [], incomplete: `audit error: ${(e as Error).message}` }));
+  }
+
+  async #run(a: RoundAudit): Promise<RingAuditResult> {
+    const { blockSize, numParams } = this.#o;
+    const N = a.ring.length;
+    const mismatched: number[] = [];
+    for (const b of a.blocks) {
+      const len = Math.min(blockSize, numParams - b * blockSize);
+      const inputs = await Promise.all(
+        a.ring.map((p) => {
+          const bytes = a.opened.get(p)!.get(b)!;
+          const scales = new Float32Array([bytes.readFloatLE(0)]);
+          const codes = new Int8Array(bytes.buffer, bytes.byteOffset + 4, bytes.length - 4);
+          if (codes.length !== len) throw new Error(`block ${b} of ${p} holds ${codes.length} codes, not ${len}`);
+          return dequantize(Int8Array.from(codes), scales, blockSize);
+        }),
+      );
+      const replayed = await reduceChunkBlock(inputs, chunkOf(b, this.numBlocks, N), blockSize);
+      const agreed = a.update!.subarray(b * blockSize, b * blockSize + len);
+      const same = Buffer.from(replayed.buffer, replayed.byteOffset, replayed.byteLength).equals(Buffer.from(agreed.buffer, agreed.byteOffset, agreed.byteLength));
+      if (!same) mismatched.push(b);
+    }
+    const r = { ok: mismatched.length === 0, blocks: a.blocks, mismatched };
+    this.#o.logger[r.ok ? 'info' : 'warn'](r.ok ? 'trust.ring-audit' : 'trust.ring-mismatch', { round: a.round, blocks: a.blocks.length, mismatched });
+    return r;
+  }
+}
