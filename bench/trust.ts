@@ -330,7 +330,10 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
     const last = r.rounds[r.rounds.length - 1];
     const cheatId = r.peerOf.get('cheat');
     const caught = r.lines.filter((x) => x.name === 'coordinator' && (x.l.event === 'trust.failed' || x.l.event === 'trust.commit-refused'));
-    const ofCheat = caught.filter((x) => x.l.peerId === cheatId);
+    // A ring-mismatch cheat is not named (the audit fails the round, not a member): count the rounds it was in that failed the audit.
+    const cheatRounds = new Set(r.lines.filter((x) => x.name === 'cheat' && x.l.event === 'allreduce.start').map((x) => x.l.round));
+    const audits = r.lines.filter((x) => x.name === 'coordinator' && x.l.event === 'trust.ring-mismatch' && cheatRounds.has(x.l.round));
+    const ofCheat = [...caught.filter((x) => x.l.peerId === cheatId), ...audits].sort((a, b) => num(a.l, 'round') - num(b.l, 'round'));
     rows.push({
       impl: 'covenant', bench: 'trust', case: 'robustness', preset: ROBUST_PRESET, params: paramsOf(ROBUST_PRESET), members: WORKERS,
       hostile: hostile ?? 'none', min_members: WORKERS - 1, verify_members: 0, inner_steps: s.robustH, B: s.B, T: s.T, inner_lr: s.innerLr,
