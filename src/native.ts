@@ -35,7 +35,7 @@ interface Addon {
   buildInfo(): BuildInfo;
   allReduceStart(
     tensor: Float32Array,
-    opts: { rank: number; peers: Array<{ host: string; port: number }>; listen?: { host: string; port: number }; mode: string; blockSize: number; timeoutMs: number; round: number; attempt: number; secret: string | Buffer; sliceBytes: number },
+    opts: { rank: number; peers: Array<{ host: string; port: number }>; listen?: { host: string; port: number }; mode: string; blockSize: number; timeoutMs: number; round: number; attempt: number; secret: string | Buffer; sliceBytes: number; transcripts: boolean },
   ): { promise: Promise<AllReduceResult>; abort(): void };
 }
 
@@ -648,6 +648,8 @@ export interface AllReduceOptions {
   secret: string | Uint8Array;
   /** Pipelining granularity in fp32 bytes per slice (default 256 KiB). */
   sliceBytes?: number;
+  /** Hash every data frame sent and received (result.sentSha256 / receivedSha256); one SHA-256 pass per byte each way. Default false. */
+  transcripts?: boolean;
   /** Aborting the signal cancels the collective (it rejects with code COMM_ABORTED). */
   signal?: AbortSignal;
 }
@@ -694,7 +696,7 @@ export interface AllReduceHandle {
 /** Starts a ring all-reduce on native threads; see allReduce. */
 export function startAllReduce(opts: AllReduceOptions): AllReduceHandle {
   if (typeof opts !== 'object' || opts === null) throw new TypeError(invalidParameter('opts', 'an object', opts));
-  const known = ['rank', 'peers', 'listen', 'tensor', 'mode', 'blockSize', 'timeoutMs', 'collectiveId', 'secret', 'sliceBytes', 'signal'];
+  const known = ['rank', 'peers', 'listen', 'tensor', 'mode', 'blockSize', 'timeoutMs', 'collectiveId', 'secret', 'sliceBytes', 'transcripts', 'signal'];
   for (const k of Object.keys(opts)) if (!known.includes(k)) throw new TypeError(`Unknown option ${k} (known: ${known.join(', ')})`);
   if (!Array.isArray(opts.peers) || opts.peers.length === 0) throw new TypeError(invalidParameter('peers', "a non-empty array of 'host:port'", opts.peers));
   const peers = opts.peers.map((p, i) => parsePeer(`peers[${i}]`, p));
@@ -705,6 +707,8 @@ export function startAllReduce(opts: AllReduceOptions): AllReduceHandle {
   const blockSize = checkInt('blockSize', opts.blockSize ?? DEFAULT_QUANT_BLOCK, 1, 1 << 24);
   const timeoutMs = checkInt('timeoutMs', opts.timeoutMs ?? 10000, 1, 86_400_000);
   const sliceBytes = checkInt('sliceBytes', opts.sliceBytes ?? 256 * 1024, 64, 64 << 20);
+  if (opts.transcripts !== undefined && typeof opts.transcripts !== 'boolean') throw new TypeError(invalidParameter('transcripts', 'a boolean', opts.transcripts));
+  const transcripts = opts.transcripts ?? false;
   const id = opts.collectiveId;
   if (typeof id !== 'object' || id === null) throw new TypeError(invalidParameter('collectiveId', '{ round, attempt }', id));
   const round = checkInt('collectiveId.round', id.round, 0);
@@ -718,7 +722,7 @@ export function startAllReduce(opts: AllReduceOptions): AllReduceHandle {
   const t = opts.tensor;
   const listen = opts.listen === undefined ? undefined : parsePeer('listen', opts.listen);
   const where = new Error();
-  const handle = load().allReduceStart(t, { rank, peers, listen, mode, blockSize, timeoutMs, round, attempt, secret, sliceBytes });
+  const handle = load().allReduceStart(t, { rank, peers, listen, mode, blockSize, timeoutMs, round, attempt, secret, sliceBytes, transcripts });
   const signal = opts.signal;
   const onAbort = () => handle.abort();
   if (signal) {

@@ -130,6 +130,7 @@ Napi::Value AllReduceStart(const Napi::CallbackInfo& info) {
   opt.id.round = uint64_t(number_field(o, "round", 0, 9007199254740991.0));
   opt.id.attempt = uint32_t(number_field(o, "attempt", 0, 4294967295.0));
   opt.slice_bytes = size_t(number_field(o, "sliceBytes", 64, 64 << 20));
+  opt.transcripts = o.Get("transcripts").IsBoolean() && o.Get("transcripts").As<Napi::Boolean>().Value();
   Napi::Value secret = o.Get("secret");
   if (secret.IsBuffer()) {
     Napi::Buffer<uint8_t> b = secret.As<Napi::Buffer<uint8_t>>();

@@ -673,6 +673,7 @@ export class Worker {
         timeoutMs: plan.allreduceTimeoutMs || cfg.allreduceTimeoutMs,
         collectiveId: plan.id,
         secret: plan.allreduceSecret,
+        transcripts: true,
       });
       this.#allreduceAbort = handle.abort;
       this.#allreduceAttempt = plan.id.attempt;

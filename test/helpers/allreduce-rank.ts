@@ -49,7 +49,7 @@ async function main(): Promise<void> {
     const started = Date.now();
     process.stdout.write(`${JSON.stringify({ event: 'start', attempt: a.attempt, time: started })}\n`);
     try {
-      const r = await allReduce({ rank: a.rank, peers: a.peers, tensor, mode: args.mode, timeoutMs: a.timeoutMs ?? args.timeoutMs, collectiveId: { round: args.round, attempt: a.attempt }, secret: args.secret });
+      const r = await allReduce({ rank: a.rank, peers: a.peers, tensor, mode: args.mode, timeoutMs: a.timeoutMs ?? args.timeoutMs, collectiveId: { round: args.round, attempt: a.attempt }, secret: args.secret, transcripts: true });
       const sha = createHash('sha256').update(Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength)).digest('hex');
       if (args.outFile) fs.writeFileSync(args.outFile, Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength));
       process.stdout.write(`${JSON.stringify({ event: 'done', attempt: a.attempt, ok: true, sha, ...r, time: Date.now() })}\n`);

@@ -36,6 +36,7 @@ struct AllReduceOptions {
   CollectiveId id;
   std::string secret;              // per-round secret from the control plane (HMAC key)
   size_t slice_bytes = 256 * 1024; // pipelining granularity (fp32 bytes of a slice)
+  bool transcripts = false;        // hash every data frame sent and received (AllReduceStats); costs a SHA-256 pass per byte
 };
 
 struct AllReduceStats {
