@@ -9,7 +9,7 @@ import { signRequest } from '../src/swarm/signed-request';
 import { CommitmentBook } from '../src/trust/commitments';
 import { decodeDelta, deltaBlock, deltaLevels, deltaNorm, deltaRoot, encodeDelta } from '../src/trust/delta-blocks';
 import { leafHash, merkleLevels, merklePath, merkleRoot, verifyMerklePath } from '../src/trust/merkle';
-import { sampleMembers } from '../src/trust/round-verifier';
+import { roundIsChecked, sampleMembers } from '../src/trust/round-verifier';
 import { judgeUsefulWork } from '../src/trust/useful-work';
 import { auditTranscripts } from '../src/trust/transcripts';
 import { chunkOf, openingSample, reduceChunkBlock } from '../src/trust/ring-audit';
@@ -144,4 +144,9 @@ test('the verification sample is fixed by the committed hash and the round', () 
   expect(sampleMembers(m, 0, 'h1', 3).sort()).toEqual(m);
   const draws = new Set(Array.from({ length: 20 }, (_, r) => sampleMembers(m, 2, 'h1', r).join()));
   expect(draws.size).toBeGreaterThan(3);
+  // verifyEvery: about one round in k is checked, which ones fixed by the committed hash.
+  const checked = Array.from({ length: 4000 }, (_, r) => roundIsChecked(`h${r}`, r, 4)).filter(Boolean).length;
+  expect(checked).toBeGreaterThan(850);
+  expect(checked).toBeLessThan(1150);
+  expect(roundIsChecked('h', 7, 1)).toBe(true);
 });

@@ -323,6 +323,7 @@ export class Coordinator {
       numParams: expected,
       blockSize: cfg.blockSize,
       sample: cfg.verifyMembers,
+      every: cfg.verifyEvery,
       batches: cfg.verifyBatches,
       timeoutMs: cfg.verifyTimeoutMs,
       logger: log,

@@ -41,8 +41,10 @@ export interface RunConfig {
   allreduceTimeoutMs: number;
   /** Plan attempts per round, the first included. */
   maxAttempts: number;
-  /** Members the validator checks for useful work per round (0: all). */
+  /** Members the validator checks for useful work per checked round (0: all). */
   verifyMembers: number;
+  /** Check useful work in about one round of every verifyEvery (which ones: drawn from the committed hash). */
+  verifyEvery: number;
   /** Eval batches per side of the useful-work check. */
   verifyBatches: number;
   /** How long the validator waits for a sampled member's Δ, ms. */
@@ -78,6 +80,7 @@ export const RUN_DEFAULTS = {
   allreduceTimeoutMs: 60_000,
   maxAttempts: 3,
   verifyMembers: 0,
+  verifyEvery: 1,
   verifyBatches: 16,
   verifyTimeoutMs: 60_000,
   normFactor: 6,
@@ -107,6 +110,7 @@ const LIMITS: Record<NumericKey, NumberLimit> = {
   allreduceTimeoutMs: { int: true, min: 1, max: MAX_MS },
   maxAttempts: { int: true, min: 1, max: 1000 },
   verifyMembers: { int: true, min: 0, max: 10_000 },
+  verifyEvery: { int: true, min: 1, max: 1_000_000 },
   verifyBatches: { int: true, min: 1, max: 1000 },
   verifyTimeoutMs: { int: true, min: 1, max: MAX_MS },
   normFactor: { int: false, min: 1, max: 1e6 },
@@ -186,6 +190,7 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     allreduceTimeoutMs: merged.allreduceTimeoutMs as number,
     maxAttempts: merged.maxAttempts as number,
     verifyMembers: merged.verifyMembers as number,
+    verifyEvery: merged.verifyEvery as number,
     verifyBatches: merged.verifyBatches as number,
     verifyTimeoutMs: merged.verifyTimeoutMs as number,
     normFactor: merged.normFactor as number,

@@ -27,8 +27,10 @@ export interface RoundVerifierOptions {
   shardsPerRound: number;
   numParams: number;
   blockSize: number;
-  /** Members checked per round (0: all). */
+  /** Members checked per checked round (0: all). */
   sample: number;
+  /** About one round in `every` is checked (1: every round). */
+  every?: number;
   /** Eval batches per side of the useful-work check. */
   batches: number;
   /** How long to wait for sampled members' Δ and the checks. */
@@ -71,6 +73,12 @@ function scored(checks: Map<string, MemberCheck>): Map<string, MemberCheck> {
   return checks;
 }
 
+/** Whether round `round` is checked: SHA-256(θ hash | round | "check") mod every == 0, unknown before the commit. */
+export function roundIsChecked(thetaSha256: string, round: number, every: number): boolean {
+  if (every <= 1) return true;
+  return crypto.createHash('sha256').update(`${thetaSha256}|${round}|check`).digest().readUIntBE(0, 6) % every === 0;
+}
+
 export class RoundVerifier {
   readonly #o: RoundVerifierOptions;
   readonly #rounds = new Map<number, RoundChecks>();
@@ -94,7 +102,8 @@ export class RoundVerifier {
 
   /** A round committed with these members: start collecting. */
   begin(round: number, members: readonly string[], thetaSha256: string): void {
-    const sampled = new Set(this.checksWork ? sampleMembers(members, this.#o.sample, thetaSha256, round) : []);
+    const checked = this.checksWork && roundIsChecked(thetaSha256, round, this.#o.every ?? 1);
+    const sampled = new Set(checked ? sampleMembers(members, this.#o.sample, thetaSha256, round) : []);
     let finish = () => undefined as void;
     const r: RoundChecks = {
       round,
