@@ -125,6 +125,9 @@ interface SwarmSpec {
   rounds: number;
   verifyMembers: number;
   hostile?: HostileKind;
+  /** Swarm size (default WORKERS) and, instead of `hostile`, several cheats (one worker each). */
+  workers?: number;
+  hostiles?: HostileKind[];
   workerArgs: string[];
   /** Wait for the validator's checks of the measured rounds before stopping. */
   waitChecks: boolean;
@@ -156,7 +159,7 @@ async function runSwarm(spec: SwarmSpec, s: TrustSettings, dataDir: string, dir:
       innerLr: s.innerLr,
       compression: 'int8',
       blockSize: s.blockSize,
-      minMembers: WORKERS - 1,
+      minMembers: (spec.workers ?? WORKERS) - Math.max(1, spec.hostiles?.length ?? 0),
       planDelayMs: 3000,
       verifyMembers: spec.verifyMembers,
       // A validator that falls behind must not turn its own lag into "no Δ received" strikes.
@@ -179,8 +182,9 @@ async function runSwarm(spec: SwarmSpec, s: TrustSettings, dataDir: string, dir:
   try {
     await swarm.startCoordinator();
     const cpu0 = cpuSeconds(swarm.coordinator?.proc.pid);
-    for (let i = 0; i < WORKERS - (spec.hostile ? 1 : 0); i++) swarm.startWorker();
-    if (spec.hostile) swarm.startWorker('cheat', { env: { COVENANT_TEST_HOSTILE: spec.hostile } });
+    const cheats = spec.hostiles ?? (spec.hostile ? [spec.hostile] : []);
+    for (let i = 0; i < (spec.workers ?? WORKERS) - cheats.length; i++) swarm.startWorker();
+    cheats.forEach((kind, i) => swarm.startWorker(i === 0 ? 'cheat' : `cheat${i + 1}`, { env: { COVENANT_TEST_HOSTILE: kind } }));
     let reported = 0;
     let lastProgress = Date.now();
     for (;;) {
@@ -342,11 +346,35 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
       cheat_first_caught_round: hostile ? num(ofCheat[0]?.l, 'round') : undefined,
       cheat_first_round: hostile ? num(r.lines.find((x) => x.name === 'cheat' && x.l.event === 'round.start')?.l, 'round') : undefined,
       cheat_failures: hostile ? ofCheat.length : undefined,
-      honest_failures: caught.length - ofCheat.length,
+      honest_failures: caught.filter((x) => x.l.peerId !== cheatId).length,
       val_curve: r.rounds.map((round) => ({ round, val_loss: valOf(round) })),
       seconds: r.seconds,
     });
   }
+  // 3. Two cheats of different kinds among 6 members, against an honest run of 6.
+  const twoCheats: HostileKind[] = ['random-tokens', 'scaled'];
+  for (const hostiles of [[], twoCheats]) {
+    const runId = `trust-robust6-${hostiles.length ? 'two' : 'honest'}`;
+    const tag = hostiles.length ? `6 members, cheats ${hostiles.join(' + ')}` : '6 members, honest';
+    log(`${tag}: ${s.robustRounds} rounds of H=${s.robustH}, preset ${ROBUST_PRESET}...`);
+    const r = await runSwarm({ runId, preset: ROBUST_PRESET, H: s.robustH, rounds: s.robustRounds, verifyMembers: 0, workers: 6, hostiles, workerArgs: [], waitChecks: false, stallMs: 240_000 },
+      s, dataDir, path.join(work, runId), (m) => log(`${tag}: ${m}`));
+    const honestCommits = r.lines.filter((x) => !x.name.startsWith('cheat') && x.name !== 'coordinator' && x.l.event === 'round.commit');
+    const last = r.rounds[r.rounds.length - 1];
+    const cheatIds = new Set([...r.peerOf].filter(([n]) => n.startsWith('cheat')).map(([, p]) => p));
+    const caught = r.lines.filter((x) => x.name === 'coordinator' && (x.l.event === 'trust.failed' || x.l.event === 'trust.commit-refused'));
+    rows.push({
+      impl: 'covenant', bench: 'trust', case: 'robustness-6', preset: ROBUST_PRESET, params: paramsOf(ROBUST_PRESET), members: 6,
+      hostile: hostiles.length ? hostiles.join('+') : 'none', verify_members: 0, inner_steps: s.robustH, B: s.B, T: s.T, inner_lr: s.innerLr,
+      rounds: r.rounds.length, val_loss: num(honestCommits.find((x) => x.l.round === last && Number.isFinite(num(x.l, 'valLoss')))?.l, 'valLoss'),
+      cheats_caught: new Set(caught.filter((x) => cheatIds.has(x.l.peerId as string)).map((x) => x.l.peerId)).size,
+      honest_failures: caught.filter((x) => !cheatIds.has(x.l.peerId as string)).length,
+      seconds: r.seconds,
+    });
+  }
+  const honest6 = rows.find((x) => x.case === 'robustness-6' && x.hostile === 'none')!;
+  for (const x of rows.filter((y) => y.case === 'robustness-6')) x.val_loss_vs_honest = num(x, 'val_loss') / num(honest6, 'val_loss') - 1;
+
   const honest = rows.find((x) => x.case === 'robustness' && x.hostile === 'none')!;
   for (const x of rows.filter((y) => y.case === 'robustness')) x.val_loss_vs_honest = num(x, 'val_loss') / num(honest, 'val_loss') - 1;
   loadNote(mach);
@@ -367,6 +395,10 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   printTable('Final val loss, honest run of 4 vs one hostile member', ['hostile', 'rounds', 'val loss', 'vs honest', 'cheat caught (round, first)', 'honest strikes', 'seconds'],
     robustRows.map((x) => [String(x.hostile), String(x.rounds), fmt(num(x, 'val_loss'), 4), `${fmt(100 * num(x, 'val_loss_vs_honest'), 2)}%`,
       x.hostile === 'none' ? '-' : `${fmt(num(x, 'cheat_first_caught_round'), 0)} (${fmt(num(x, 'cheat_first_round'), 0)})`, String(x.honest_failures), fmt(num(x, 'seconds'), 1)]));
+
+  printTable('Final val loss, honest run of 6 vs two hostile members', ['hostile', 'rounds', 'val loss', 'vs honest', 'cheats caught', 'honest strikes', 'seconds'],
+    rows.filter((x) => x.case === 'robustness-6').map((x) => [String(x.hostile), String(x.rounds), fmt(num(x, 'val_loss'), 4), `${fmt(100 * num(x, 'val_loss_vs_honest'), 2)}%`,
+      String(x.cheats_caught ?? '-'), String(x.honest_failures), fmt(num(x, 'seconds'), 1)]));
 
   const verdict = (ok: boolean) => (ok ? 'met' : 'not met');
   for (const x of costRows) {
