@@ -22,7 +22,7 @@ import { CovenantError, errorMessage } from '../errors';
 import { Logger } from '../log';
 import { initWorkerMetrics, WorkerMetrics } from '../metrics';
 import { ListenAddress, MetricsServer } from '../metrics/http';
-import { CommError, Compressor, dequantize, Engine, startAllReduce } from '../native';
+import { AllReduceResult, CommError, Compressor, dequantize, Engine, startAllReduce } from '../native';
 import { GlobalState } from '../swarm/global-state';
 import { SignedClient } from '../swarm/grpc-client';
 import { loadOrCreateIdentity, Identity } from '../swarm/identity';
@@ -86,6 +86,9 @@ const PHASES: Record<WorkerPhaseName, WorkerPhase> = {
   allreduce: 'WORKER_PHASE_ALLREDUCE',
   outer: 'WORKER_PHASE_OUTER',
 };
+
+/** The coordinator's answer to a round report. */
+type ReportAnswer = { verdict: RoundVerdict; committedRound: number; uploadUpdate: boolean; uploadDelta: boolean; openBlocks: number[] };
 
 /** A round the worker cannot finish: it restores the committed state and asks for the next plan. */
 class RoundAbandoned extends Error {}
@@ -625,7 +628,12 @@ export class Worker {
     } else {
       send = delta;
     }
+    // Until the round commits, any way out puts the committed θ and the residual from before the round back
+    // (once: a resync on the way out replaces both, and must not be undone).
+    let restored = false;
     const restore = () => {
+      if (restored) return;
+      restored = true;
       this.#compressor.loadResidual(residualBefore);
       this.#engine.loadParams(this.#theta);
     };
@@ -640,125 +648,109 @@ export class Worker {
     // All-reduce by the plan; on failure report it and follow the re-plan.
     this.#setPhase('allreduce');
     const ta = Date.now();
-    let avg: Float32Array;
-    let result;
-    for (;;) {
-      if (commitment) {
-        const go = await this.#commitAndWait(plan, commitment).catch((e) => {
-          restore();
-          throw e;
+    let avg!: Float32Array;
+    let result!: AllReduceResult;
+    let theta!: Float32Array;
+    let momentum!: Float32Array;
+    let hash!: string;
+    let v!: ReportAnswer;
+    try {
+      for (;;) {
+        if (commitment) {
+          const go = await this.#commitAndWait(plan, commitment);
+          if (go !== 'go') {
+            const next = await this.#plan();
+            if (next.id.round !== round) throw new RoundAbandoned();
+            plan = next;
+            continue;
+          }
+        }
+        avg = Float32Array.from(send);
+        this.#log.info('allreduce.start', { round, attempt: plan.id.attempt, rank: plan.rank, ranks: plan.ring.length, mode: cfg.compression });
+        const handle = startAllReduce({
+          rank: plan.rank,
+          peers: plan.ring.map((m) => m.address),
+          listen: this.#listen,
+          tensor: avg,
+          mode: cfg.compression,
+          blockSize: cfg.blockSize,
+          timeoutMs: plan.allreduceTimeoutMs || cfg.allreduceTimeoutMs,
+          collectiveId: plan.id,
+          secret: plan.allreduceSecret,
+          transcripts: true,
         });
-        if (go !== 'go') {
-          const next = await this.#plan().catch((err) => {
+        this.#allreduceAbort = handle.abort;
+        this.#allreduceAttempt = plan.id.attempt;
+        try {
+          result = await handle.promise;
+          break;
+        } catch (e) {
+          this.#allreduceAbort = undefined;
+          if (signal.aborted) {
             restore();
-            throw err;
+            return this.#abandon(plan, 'stopping');
+          }
+          const ce = e instanceof CommError ? e : undefined;
+          const reason = this.#metrics?.allreduce.failure(e);
+          this.#log.warn('allreduce.failed', { round, attempt: plan.id.attempt, code: ce?.code, phase: ce?.phase, peerRank: ce?.peerRank, reason, error: errorMessage(e) });
+          const failed = await this.#report(plan, {
+            outcome: 'ROUND_OUTCOME_ALLREDUCE_FAILED',
+            failure: { code: ce?.code ?? 'COMM_IO', phase: ce?.phase ?? '', peerRank: ce?.peerRank ?? -1, message: errorMessage(e) },
           });
-          if (next.id.round !== round) {
+          if (failed.verdict === 'ROUND_VERDICT_RESYNC') {
             restore();
+            await this.#resync(failed.committedRound, '', 'hash_mismatch');
+            throw new RoundAbandoned();
+          }
+          const next = await this.#plan();
+          if (next.id.round !== round) {
+            this.#log.info('round.dropped', { round, reason: 'the coordinator moved on without this member' });
             throw new RoundAbandoned();
           }
           plan = next;
-          continue;
+          this.#metrics?.membership.replan();
+          this.#log.info('round.replan', { round, attempt: plan.id.attempt, ring: plan.ring.length, rank: plan.rank });
+        } finally {
+          this.#allreduceAbort = undefined;
         }
       }
-      avg = Float32Array.from(send);
-      this.#log.info('allreduce.start', { round, attempt: plan.id.attempt, rank: plan.rank, ranks: plan.ring.length, mode: cfg.compression });
-      const handle = startAllReduce({
-        rank: plan.rank,
-        peers: plan.ring.map((m) => m.address),
-        listen: this.#listen,
-        tensor: avg,
-        mode: cfg.compression,
-        blockSize: cfg.blockSize,
-        timeoutMs: plan.allreduceTimeoutMs || cfg.allreduceTimeoutMs,
-        collectiveId: plan.id,
-        secret: plan.allreduceSecret,
-        transcripts: true,
-      });
-      this.#allreduceAbort = handle.abort;
-      this.#allreduceAttempt = plan.id.attempt;
-      try {
-        result = await handle.promise;
-        break;
-      } catch (e) {
-        this.#allreduceAbort = undefined;
-        if (signal.aborted) {
-          restore();
-          return this.#abandon(plan, 'stopping');
-        }
-        const ce = e instanceof CommError ? e : undefined;
-        const reason = this.#metrics?.allreduce.failure(e);
-        this.#log.warn('allreduce.failed', { round, attempt: plan.id.attempt, code: ce?.code, phase: ce?.phase, peerRank: ce?.peerRank, reason, error: errorMessage(e) });
-        const v = await this.#report(plan, {
-          outcome: 'ROUND_OUTCOME_ALLREDUCE_FAILED',
-          failure: { code: ce?.code ?? 'COMM_IO', phase: ce?.phase ?? '', peerRank: ce?.peerRank ?? -1, message: errorMessage(e) },
-        }).catch((err) => {
-          restore();
-          throw err;
-        });
-        if (v.verdict === 'ROUND_VERDICT_RESYNC') {
-          restore();
-          await this.#resync(v.committedRound, '', 'hash_mismatch');
-          throw new RoundAbandoned();
-        }
-        const next = await this.#plan().catch((err) => {
-          restore();
-          throw err;
-        });
-        if (next.id.round !== round) {
-          restore();
-          this.#log.info('round.dropped', { round, reason: 'the coordinator moved on without this member' });
-          throw new RoundAbandoned();
-        }
-        plan = next;
-        this.#metrics?.membership.replan();
-        this.#log.info('round.replan', { round, attempt: plan.id.attempt, ring: plan.ring.length, rank: plan.rank });
-      } finally {
-        this.#allreduceAbort = undefined;
-      }
-    }
-    const allreduceSeconds = (Date.now() - ta) / 1000;
-    this.#metrics?.allreduce.observe({ ...result, ranks: plan.ring.length, elements: n });
-    this.#metrics?.membership.setMembers(plan.ring.length);
+      const allreduceSeconds = (Date.now() - ta) / 1000;
+      this.#metrics?.allreduce.observe({ ...result, ranks: plan.ring.length, elements: n });
+      this.#metrics?.membership.setMembers(plan.ring.length);
 
-    // Outer Nesterov step on copies: θ and the momentum change only when the round commits.
-    this.#setPhase('outer');
-    const to = Date.now();
-    const theta = Float32Array.from(this.#theta);
-    const momentum = Float32Array.from(this.#momentum);
-    outerStep(theta, momentum, avg, { lr: cfg.outerLr, momentum: cfg.outerMomentum });
-    this.#engine.loadParams(theta);
-    const hash = this.#engine.paramsHash();
-    const outerSeconds = (Date.now() - to) / 1000;
-    const report = {
-      outcome: 'ROUND_OUTCOME_COMPLETED' as const,
-      thetaSha256: hash,
-      meanLoss,
-      tokens: cfg.innerSteps * B * T,
-      timings: { innerSeconds, allreduceSeconds, outerSeconds, totalSeconds: (Date.now() - t0) / 1000 },
-      bytesSent: result.bytesSent,
-      bytesReceived: result.bytesReceived,
-      transcriptSentSha256: result.sentSha256,
-      transcriptReceivedSha256: result.receivedSha256,
-    };
-    let v = await this.#report(plan, report).catch((e) => {
+      // Outer Nesterov step on copies: θ and the momentum change only when the round commits.
+      this.#setPhase('outer');
+      const to = Date.now();
+      theta = Float32Array.from(this.#theta);
+      momentum = Float32Array.from(this.#momentum);
+      outerStep(theta, momentum, avg, { lr: cfg.outerLr, momentum: cfg.outerMomentum });
+      this.#engine.loadParams(theta);
+      hash = this.#engine.paramsHash();
+      const outerSeconds = (Date.now() - to) / 1000;
+      const report = {
+        outcome: 'ROUND_OUTCOME_COMPLETED' as const,
+        thetaSha256: hash,
+        meanLoss,
+        tokens: cfg.innerSteps * B * T,
+        timings: { innerSeconds, allreduceSeconds, outerSeconds, totalSeconds: (Date.now() - t0) / 1000 },
+        bytesSent: result.bytesSent,
+        bytesReceived: result.bytesReceived,
+        transcriptSentSha256: result.sentSha256,
+        transcriptReceivedSha256: result.receivedSha256,
+      };
+      v = await this.#report(plan, report);
+      while (v.verdict === 'ROUND_VERDICT_ACCEPTED') {
+        await sleep(100, signal);
+        v = await this.#report(plan, report);
+      }
+      if (v.verdict !== 'ROUND_VERDICT_COMMITTED') {
+        restore();
+        if (v.verdict === 'ROUND_VERDICT_RESYNC') await this.#resync(v.committedRound, '', 'hash_mismatch');
+        throw new RoundAbandoned();
+      }
+    } catch (e) {
       restore();
       throw e;
-    });
-    while (v.verdict === 'ROUND_VERDICT_ACCEPTED') {
-      await sleep(100, signal).catch((e) => {
-        restore();
-        throw e;
-      });
-      v = await this.#report(plan, report).catch((e) => {
-        restore();
-        throw e;
-      });
-    }
-    if (v.verdict !== 'ROUND_VERDICT_COMMITTED') {
-      restore();
-      if (v.verdict === 'ROUND_VERDICT_RESYNC') await this.#resync(v.committedRound, '', 'hash_mismatch');
-      throw new RoundAbandoned();
     }
 
     // Committed: adopt θ(round), keep the update for the coordinator, save.
@@ -790,7 +782,7 @@ export class Worker {
     this.#setPhase('idle');
   }
 
-  async #report(plan: RoundPlan & { id: CollectiveId }, body: Omit<Partial<ReportRoundRequest>, 'meta' | 'id'>): Promise<{ verdict: RoundVerdict; committedRound: number; uploadUpdate: boolean; uploadDelta: boolean; openBlocks: number[] }> {
+  async #report(plan: RoundPlan & { id: CollectiveId }, body: Omit<Partial<ReportRoundRequest>, 'meta' | 'id'>): Promise<ReportAnswer> {
     return withRetry(() => this.#client.call('reportRound', { id: plan.id, ...body }), { signal: this.#stop.signal }).catch((e) => {
       if (e instanceof RpcError && ['not-in-round', 'round-not-open', 'plan-pending', 'bad-attempt'].includes(e.reason)) {
         this.#log.info('round.dropped', { round: plan.id.round, reason: e.reason });

@@ -44,7 +44,7 @@ interface RoundChecks {
   round: number;
   members: string[];
   sampled: Set<string>;
-  deltas: Map<string, { buf: Buffer; received: number; sha256: string }>;
+  deltas: Map<string, { buf: Buffer; received: number; sha256: string; complete: boolean }>;
   checks: Map<string, MemberCheck>;
   prev?: GlobalState;
   pending: Set<string>;
@@ -142,7 +142,7 @@ export class RoundVerifier {
 
   wantsDelta(peerId: string, round: number): boolean {
     const r = this.#rounds.get(round);
-    return !!r && r.pending.has(peerId) && !r.deltas.get(peerId)?.sha256.startsWith('done');
+    return !!r && r.pending.has(peerId) && !r.deltas.get(peerId)?.complete;
   }
 
   /** Resolves with every member's check once the sampled ones are done (or timed out). */
@@ -161,7 +161,7 @@ export class RoundVerifier {
     const data = req.data ?? Buffer.alloc(0);
     if (data.length > STATE_CHUNK_BYTES || req.offset + data.length > total) throw new RpcError(grpc.status.INVALID_ARGUMENT, `Δ chunk [${req.offset}, +${data.length}) does not fit`, 'bad-chunk');
     let u = r.deltas.get(peerId);
-    if (req.offset === 0) r.deltas.set(peerId, (u = { buf: Buffer.alloc(total), received: 0, sha256: req.sha256 }));
+    if (req.offset === 0) r.deltas.set(peerId, (u = { buf: Buffer.alloc(total), received: 0, sha256: req.sha256, complete: false }));
     else if (!u || u.received !== req.offset || u.sha256 !== req.sha256) throw new RpcError(grpc.status.OUT_OF_RANGE, `Δ chunk at ${req.offset} does not continue the upload; restart at 0`, 'bad-offset');
     data.copy(u.buf, u.received);
     u.received += data.length;
@@ -170,14 +170,14 @@ export class RoundVerifier {
       r.deltas.delete(peerId);
       throw new RpcError(grpc.status.DATA_LOSS, 'the Δ upload does not match its declared SHA-256', 'delta-corrupt');
     }
-    u.sha256 = `done:${u.sha256}`;
+    u.complete = true;
     this.#maybeCheck(r, peerId);
     return { receivedBytes: total, applied: true, stateRound: r.round };
   }
 
   #maybeCheck(r: RoundChecks, peerId: string): void {
     const u = r.deltas.get(peerId);
-    if (this.#closed || !u || !u.sha256.startsWith('done') || !r.prev || !r.pending.has(peerId)) return;
+    if (this.#closed || !u || !u.complete || !r.prev || !r.pending.has(peerId)) return;
     const prev = r.prev;
     this.#queue = this.#queue.then(async () => {
       if (this.#closed || !r.pending.has(peerId)) return;
