@@ -27,6 +27,7 @@
         "native/comm/socket.cpp",
         "native/comm/handshake.cpp",
         "native/comm/ring_plan.cpp",
+        "native/comm/transcript.cpp",
         "native/comm/ring_allreduce.cpp",
         "native/quant/quantize.cpp",
         "native/quant/kernels_scalar.cpp",

@@ -648,7 +648,7 @@ export interface AllReduceOptions {
   secret: string | Uint8Array;
   /** Pipelining granularity in fp32 bytes per slice (default 256 KiB). */
   sliceBytes?: number;
-  /** Hash every data frame sent and received (result.sentSha256 / receivedSha256); one SHA-256 pass per byte each way. Default false. */
+  /** Merkle transcripts of the traffic each way (result.sentSha256 / receivedSha256 / transcript); one SHA-256 pass per byte each way. Default false. */
   transcripts?: boolean;
   /** Aborting the signal cancels the collective (it rejects with code COMM_ABORTED). */
   signal?: AbortSignal;
@@ -659,9 +659,27 @@ export interface AllReduceResult {
   /** Wire bytes, frame headers and the handshake included. */
   bytesSent: number;
   bytesReceived: number;
-  /** Transcripts: SHA-256 hex of every data frame sent to the successor, and received from the predecessor ('' when N = 1). */
+  /**
+   * Transcripts: hex Merkle roots over the traffic sent to the successor and received from the predecessor
+   * ('' without transcripts). One leaf per int8 block of a frame, SHA-256(0x00 ‖ u32 step ‖ u32 block ‖ f32
+   * scale ‖ codes), or per frame in fp32 mode (u32 step ‖ u32 slice ‖ payload); nodes as src/trust/merkle.ts.
+   */
   sentSha256: string;
   receivedSha256: string;
+  /** With transcripts (N > 1): the leaves, and in int8 mode what this rank sent, for openings. */
+  transcript?: AllReduceTranscript;
+}
+
+export interface AllReduceTranscript {
+  /** 32-byte leaf hashes in traffic order. */
+  sentLeaves: Buffer;
+  receivedLeaves: Buffer;
+  /** int8: what the reduce-scatter sent, by element position (zero in the chunk this rank owns). */
+  scatterCodes?: Int8Array;
+  scatterScales?: Float32Array;
+  /** int8: the agreed int8 result (what the all-gather sent). */
+  finalCodes?: Int8Array;
+  finalScales?: Float32Array;
 }
 
 export type CommErrorCode = 'COMM_TIMEOUT' | 'COMM_CLOSED' | 'COMM_PROTOCOL' | 'COMM_AUTH' | 'COMM_ABORTED' | 'COMM_IO' | 'COMM_ARGS';

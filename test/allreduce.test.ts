@@ -83,11 +83,13 @@ describe('ring all-reduce across processes', () => {
         expect(codes).toEqual(Array(N).fill(0));
         const shas = ranks.map((r) => r.lines.find((l) => l.event === 'done')!.sha);
         expect(new Set(shas).size).toBe(1);
-        // Transcripts: each rank's hash of what it sent is its successor's hash of what it received.
-        const done = ranks.map((r) => r.lines.find((l) => l.event === 'done')! as unknown as { sentSha256: string; receivedSha256: string });
+        // Transcripts: each rank's root of what it sent is its successor's root of what it received.
+        const done = ranks.map((r) => r.lines.find((l) => l.event === 'done')! as unknown as { sentSha256: string; receivedSha256: string; rebuilt?: { sent: string; received: string } });
         for (let r = 0; r < N; r++) {
           if (N === 1) expect(done[r].sentSha256).toBe('');
           else {
+            // Merkle roots over the returned leaves, rebuilt as src/trust/merkle.ts does.
+            expect(done[r].rebuilt).toEqual({ sent: done[r].sentSha256, received: done[r].receivedSha256 });
             expect(done[r].sentSha256).toMatch(/^[0-9a-f]{64}$/);
             expect(done[r].sentSha256).toBe(done[(r + 1) % N].receivedSha256);
             expect(done[r].sentSha256).not.toBe(done[r].receivedSha256);

@@ -41,7 +41,7 @@ test('the switch is refused in production and names the kinds', () => {
   expect(r.stderr).toMatch(/refused in production/);
 });
 
-describe.each(HOSTILE_KINDS.filter((k) => k !== 'ring-mismatch').map((k) => [k]))('a %s member', (kind) => {
+describe.each(HOSTILE_KINDS.map((k) => [k]))('a %s member', (kind) => {
   let swarm: LocalSwarm;
   const hashes = new Map<number, Map<string, string>>();
   afterAll(async () => swarm?.stop(10_000));
@@ -83,7 +83,14 @@ describe.each(HOSTILE_KINDS.filter((k) => k !== 'ring-mismatch').map((k) => [k])
     // The failure is on record: in the round's commit entry, or in its abandon entry when the round did not commit.
     const at = commits.find((c) => c.round === (caught.round as number));
     if (at) expect(at.members.find((m) => m.peerId === cheatId)).toMatchObject({ verdict: 'failed', credits: 0 });
-    else {
+    if (kind === 'ring-mismatch') {
+      // The ring audit named the cheat from its opened traffic; the round's average is not credited to anyone.
+      const entry = entries.find((e) => e.type === 'commit' && e.body.round === caught.round)!;
+      expect(entry.body.ringAudit).toMatchObject({ ok: false });
+      expect(new Set((entry.body.ringAudit as { blamed: Array<{ peerId: string }> }).blamed.map((b) => b.peerId))).toEqual(new Set([cheatId]));
+      for (const m of at!.members) expect(m.credits).toBe(0);
+    }
+    if (!at) {
       const abandoned = entries.find((e) => e.type === 'abandon' && e.body.round === caught.round)!;
       expect((abandoned.body.failed as Array<{ peerId: string }>).map((f) => f.peerId)).toContain(cheatId);
     }
@@ -107,31 +114,4 @@ describe.each(HOSTILE_KINDS.filter((k) => k !== 'ring-mismatch').map((k) => [k])
   });
 });
 
-test('a member whose ring data differs from its commitment fails the ring audit: the round is not credited', async () => {
-  const swarm = new LocalSwarm({
-    dir: path.join(tmp, 'ring-mismatch'),
-    dataDir,
-    config: localRunConfig({ model: 'tiny', vocabSize: 257, innerSteps: 12, innerLr: 1e-3, minMembers: 3, planDelayMs: 1500, heartbeatTimeoutMs: 3000, allreduceTimeoutMs: 3000 }),
-    workerArgs: ['--eval-every', '0'],
-  });
-  try {
-    await swarm.startCoordinator();
-    for (let i = 0; i < 3; i++) swarm.startWorker();
-    const cheat = swarm.startWorker('cheat', { env: { COVENANT_TEST_HOSTILE: 'ring-mismatch' } });
-    const joined = await swarm.waitFor(cheat, (l) => l.event === 'worker.join', 60_000);
-    const first = await swarm.waitFor(cheat, (l) => l.event === 'round.start', 60_000);
-    const caught = await swarm.waitFor('coordinator', (l) => l.event === 'trust.ring-mismatch', 120_000);
-    expect(caught.round as number).toBeLessThanOrEqual((first.round as number) + 1);
-    await swarm.waitFor('coordinator', (l) => l.event === 'state.commit' && (l.round as number) >= (caught.round as number) + 1, 120_000);
-    await new Promise((r) => setTimeout(r, 1500));
-    const file = path.join(swarm.coordinatorState, 'ledger.jsonl');
-    expect(spawnSync(process.execPath, [CLI_MAIN, 'ledger', 'verify', file], { encoding: 'utf8' }).stderr).toBe('');
-    const entry = (await readLedgerFile(file)).entries.find((e) => e.type === 'commit' && e.body.round === caught.round)!;
-    expect(entry.body.ringAudit).toMatchObject({ ok: false });
-    const members = (entry.body as unknown as CommitBody).members;
-    expect(members.find((m) => m.peerId === joined.peerId)).toMatchObject({ verdict: 'unverified', credits: 0 });
-    for (const m of members) expect(m.credits).toBe(0);
-  } finally {
-    await swarm.stop(10_000);
-  }
-});
+

@@ -13,7 +13,10 @@ import { roundIsChecked, sampleMembers } from '../src/trust/round-verifier';
 import { judgeUsefulWork } from '../src/trust/useful-work';
 import { auditTranscripts } from '../src/trust/transcripts';
 import { chunkOf, openingSample, reduceChunkBlock } from '../src/trust/ring-audit';
-import { allReduce } from '../src/native';
+import { blameBlock } from '../src/trust/ring-blame';
+import { ringLeafData, sendSteps, sentLeafCount, sentLeafIndex } from '../src/trust/ring-geometry';
+import { ringOpenings } from '../src/trust/ring-openings';
+import { allReduce, AllReduceResult, dequantize, quantize } from '../src/native';
 import * as net from 'net';
 
 function freePort(): Promise<number> {
@@ -136,6 +139,79 @@ test('the ring audit replays the int8 ring bit for bit: every block of a real 3-
   }
   expect(openingSample('ab'.repeat(32), 3, numBlocks, 5)).toEqual(openingSample('ab'.repeat(32), 3, numBlocks, 5));
   expect(new Set(openingSample('ab'.repeat(32), 3, numBlocks, 5)).size).toBe(5);
+});
+
+// N ranks all-reduce their committed (dequantized) blocks, except that `cheat` feeds the ring values other
+// than its commitment; then every rank opens what it sent of every block against its signed root.
+async function ringWithOpenings(N: number, block: number, n: number, cheat: number) {
+  const committed = await Promise.all(
+    Array.from({ length: N }, async (_, r) => {
+      const q = await quantize(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + r) * (1 + r) * 1e-3), block);
+      return dequantize(q.codes, q.scales, block);
+    }),
+  );
+  const ports = await Promise.all(Array.from({ length: N }, () => freePort()));
+  const peers = ports.map((p) => `127.0.0.1:${p}`);
+  const tensors = committed.map((t, r) => (r === cheat ? t.map((v) => v * 1.5) : Float32Array.from(t)));
+  const results: AllReduceResult[] = await Promise.all(tensors.map((t, rank) => allReduce({ rank, peers, tensor: t, mode: 'int8', blockSize: block, collectiveId: { round: 1, attempt: 0 }, secret: 's', transcripts: true })));
+  const numBlocks = Math.ceil(n / block);
+  const all = Array.from({ length: numBlocks }, (_, b) => b);
+  const opened = results.map((res, r) => new Map(ringOpenings(res.transcript!, N, r, block, all).map((o) => [`${o.step}/${o.index}`, o])));
+  return { committed, results, opened, numBlocks };
+}
+
+test('ring openings: every step a block was sent opens against the signed transcript root, and nothing else does', async () => {
+  const N = 3;
+  const block = 64;
+  const n = block * 20 + 17;
+  const { results, opened, numBlocks } = await ringWithOpenings(N, block, n, -1);
+  for (let r = 0; r < N; r++) {
+    expect(results[r].transcript!.sentLeaves.length).toBe(32 * sentLeafCount(numBlocks, N, r));
+    expect(results[r].sentSha256).toBe(results[(r + 1) % N].receivedSha256);
+    for (let b = 0; b < numBlocks; b++) {
+      const steps = sendSteps(N, r, chunkOf(b, numBlocks, N));
+      expect(steps.length).toBeGreaterThanOrEqual(1);
+      for (const step of steps) {
+        const o = opened[r].get(`${step}/${b}`)!;
+        const at = sentLeafIndex(numBlocks, N, r, step, b);
+        expect(verifyMerklePath(results[r].sentSha256, ringLeafData(step, b, o.block), at, sentLeafCount(numBlocks, N, r), o.path)).toBe(true);
+        const forged = Buffer.from(o.block);
+        forged[4] ^= 1;
+        expect(verifyMerklePath(results[r].sentSha256, ringLeafData(step, b, forged), at, sentLeafCount(numBlocks, N, r), o.path)).toBe(false);
+      }
+    }
+  }
+});
+
+test.each([[-1], [0], [1], [2]])('ring blame on a real 3-rank ring: cheat %i is named on every block, honest ranks never', async (cheat) => {
+  const N = 3;
+  const block = 64;
+  const n = block * 11 + 5;
+  const { committed, opened, numBlocks } = await ringWithOpenings(N, block, n, cheat);
+  for (let b = 0; b < numBlocks; b++) {
+    const len = Math.min(block, n - b * block);
+    const blame = await blameBlock({
+      N,
+      chunk: chunkOf(b, numBlocks, N),
+      blockSize: block,
+      inputs: committed.map((t) => t.slice(b * block, b * block + len)),
+      sent: (r, step) => opened[r].get(`${step}/${b}`)?.block,
+      hopOk: () => true,
+    });
+    if (cheat < 0) expect(blame).toEqual([]);
+    else expect(blame.map((x) => x.rank)).toEqual([cheat]);
+  }
+  // A member that does not open what it sent is named; a hop whose roots disagree leaves its receiver unjudged.
+  const b = 0;
+  const args = { N, chunk: chunkOf(b, numBlocks, N), blockSize: block, inputs: committed.map((t) => t.slice(0, block)) };
+  if (cheat < 0) {
+    const silent = await blameBlock({ ...args, sent: (r, step) => (r === 2 ? undefined : opened[r].get(`${step}/${b}`)?.block), hopOk: () => true });
+    expect(silent.map((x) => x.rank)).toEqual([2]);
+  } else {
+    const unjudged = await blameBlock({ ...args, sent: (r, step) => opened[r].get(`${step}/${b}`)?.block, hopOk: (r) => r !== (cheat + N - 1) % N });
+    const first = chunkOf(b, numBlocks, N) === cheat; // the chunk's first sender has no input to doubt
+    expect(unjudged.map((x) => x.rank)).toEqual(first ? [cheat] : []);
+  }
 });
 
 test('the verification sample is fixed by the committed hash and the round', () => {

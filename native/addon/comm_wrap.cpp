@@ -4,6 +4,7 @@
 #include "comm_wrap.h"
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <condition_variable>
 #include <map>
@@ -69,6 +70,27 @@ struct Job {
   explicit Job(Napi::Env e) : deferred(Napi::Promise::Deferred::New(e)), env(e) {}
 };
 
+template <class T, class Array>
+Array typed_copy(Napi::Env env, const std::vector<T>& v) {
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, v.size() * sizeof(T));
+  if (!v.empty()) std::memcpy(ab.Data(), v.data(), v.size() * sizeof(T));
+  return Array::New(env, v.size(), ab, 0);
+}
+
+// The leaves of both Merkle transcripts and, in int8 mode, the bytes a member may be asked to open.
+Napi::Object transcript_object(Napi::Env env, const covenant::AllReduceStats& st) {
+  Napi::Object t = Napi::Object::New(env);
+  t.Set("sentLeaves", Napi::Buffer<uint8_t>::Copy(env, st.sent_leaves.data(), st.sent_leaves.size()));
+  t.Set("receivedLeaves", Napi::Buffer<uint8_t>::Copy(env, st.received_leaves.data(), st.received_leaves.size()));
+  if (!st.final_scales.empty() || !st.final_codes.empty()) {
+    t.Set("scatterCodes", typed_copy<int8_t, Napi::Int8Array>(env, st.scatter_codes));
+    t.Set("scatterScales", typed_copy<float, Napi::Float32Array>(env, st.scatter_scales));
+    t.Set("finalCodes", typed_copy<int8_t, Napi::Int8Array>(env, st.final_codes));
+    t.Set("finalScales", typed_copy<float, Napi::Float32Array>(env, st.final_scales));
+  }
+  return t;
+}
+
 void settle(Napi::Env env, Napi::Function, Job* job) {
   {
     std::lock_guard<std::mutex> lock(g_mu);
@@ -85,6 +107,7 @@ void settle(Napi::Env env, Napi::Function, Job* job) {
     r.Set("bytesReceived", double(job->outcome.stats.bytes_received));
     r.Set("sentSha256", job->outcome.stats.sent_sha256);
     r.Set("receivedSha256", job->outcome.stats.received_sha256);
+    if (job->opt.transcripts) r.Set("transcript", transcript_object(env, job->outcome.stats));
     job->deferred.Resolve(r);
   } else {
     Napi::Error e = Napi::Error::New(env, job->outcome.message);

@@ -19,12 +19,12 @@
 #include "covenant/comm.h"
 #include "covenant/crc32c.h"
 #include "covenant/quant.h"
-#include "covenant/sha256.h"
 #include "covenant/thread_pool.h"
 #include "frame.h"
 #include "handshake.h"
 #include "ring_plan.h"
 #include "socket.h"
+#include "transcript.h"
 
 namespace covenant {
 
@@ -120,6 +120,10 @@ class RingAllReduce {
       // Step 0 sends this rank's own chunk, quantized.
       size_t off = plan_.chunk_off[r_], len = plan_.chunk_len[r_];
       quantize_int8(codes_.data() + off, scales_.data() + off / block_, data_ + off, len, int(block_), &pool_);
+      if (opt_.transcripts) {
+        scatter_codes_.assign(n_, 0);
+        scatter_scales_.assign(scales_.size(), 0.0f);
+      }
     }
     connect_ring();
     std::thread sender([this] { send_loop(); });
@@ -143,8 +147,16 @@ class RingAllReduce {
     st.bytes_sent = to_succ_.bytes_sent() + from_pred_.bytes_sent();
     st.bytes_received = to_succ_.bytes_received() + from_pred_.bytes_received();
     if (opt_.transcripts) {
-      st.sent_sha256 = digest_hex(sent_hash_);
-      st.received_sha256 = digest_hex(recv_hash_);
+      st.sent_sha256 = sent_log_.root_hex();
+      st.received_sha256 = recv_log_.root_hex();
+      st.sent_leaves = std::move(sent_log_.leaves());
+      st.received_leaves = std::move(recv_log_.leaves());
+      if (int8_) {
+        st.scatter_codes = std::move(scatter_codes_);
+        st.scatter_scales = std::move(scatter_scales_);
+        st.final_codes = std::move(codes_);
+        st.final_scales = std::move(scales_);
+      }
     }
     to_succ_.close();
     from_pred_.close();
@@ -255,11 +267,7 @@ class RingAllReduce {
           l1 = (e - b) * sizeof(float);
         }
         h.crc32c = crc32c_extend(crc32c(p1, l1), p2, l2);
-        if (opt_.transcripts) {
-          sent_hash_.update(&h, sizeof(h));
-          if (l1) sent_hash_.update(p1, l1);
-          if (l2) sent_hash_.update(p2, l2);
-        }
+        if (opt_.transcripts) record_sent(g, k, b, e, p1, l1);
         IoResult r = to_succ_.send_all(&h, sizeof(h), timeout_, abort_->wait_fd());
         if (r.status == IoStatus::Ok && l1) r = to_succ_.send_all(p1, l1, timeout_, abort_->wait_fd());
         if (r.status == IoStatus::Ok && l2) r = to_succ_.send_all(p2, l2, timeout_, abort_->wait_fd());
@@ -310,10 +318,7 @@ class RingAllReduce {
         }
         if (crc32c(dst, want) != h.crc32c)
           throw CommError(prefix() + "rejected a frame" + where + ": payload CRC32C mismatch", pred_, phase(g), "COMM_PROTOCOL");
-        if (opt_.transcripts) {
-          recv_hash_.update(&h, sizeof(h));
-          if (want) recv_hash_.update(dst, want);
-        }
+        if (opt_.transcripts) record_received(g, k, b, e, dst, want);
         if (!direct) apply(g, b, e, buf.data());
         {
           std::lock_guard<std::mutex> lock(mu_);
@@ -321,6 +326,37 @@ class RingAllReduce {
         }
         cv_.notify_all();
       }
+    }
+  }
+
+  // Transcripts: the sent traffic of a frame as leaves (and, in int8 mode, what the reduce-scatter sent, kept
+  // for openings: those bytes are overwritten by the all-gather).
+  void record_sent(int g, int k, size_t b, size_t e, const void* payload, size_t len) {
+    if (!int8_) {
+      sent_log_.add_frame(uint32_t(g), uint32_t(k), payload, len);
+      return;
+    }
+    for (size_t i = b; i < e; i += block_) {
+      const size_t bi = i / block_, m = std::min(block_, e - i);
+      sent_log_.add_int8_block(uint32_t(g), uint32_t(bi), scales_[bi], codes_.data() + i, m);
+    }
+    if (plan_.reduce_scatter(g) && e > b) {
+      std::memcpy(scatter_codes_.data() + b, codes_.data() + b, e - b);
+      std::memcpy(scatter_scales_.data() + b / block_, scales_.data() + b / block_, (e - b + block_ - 1) / block_ * sizeof(float));
+    }
+  }
+
+  void record_received(int g, int k, size_t b, size_t e, const uint8_t* payload, size_t len) {
+    if (!int8_) {
+      recv_log_.add_frame(uint32_t(g), uint32_t(k), payload, len);
+      return;
+    }
+    const size_t m = e - b;
+    for (size_t i = b; i < e; i += block_) {
+      float scale;
+      std::memcpy(&scale, payload + m + (i - b) / block_ * sizeof(float), sizeof(float));
+      recv_log_.add_int8_block(uint32_t(g), uint32_t(i / block_), scale, reinterpret_cast<const int8_t*>(payload) + (i - b),
+                               std::min(block_, e - i));
     }
   }
 
@@ -381,19 +417,9 @@ class RingAllReduce {
   float* work_ = nullptr;
   std::vector<float> scales_, scale_scratch_;
   std::vector<int8_t> codes_;
-  Sha256 sent_hash_, recv_hash_;  // the sender thread owns the first, the receiver the second
-
-  static std::string digest_hex(Sha256& h) {
-    uint8_t d[32];
-    h.final(d);
-    static const char* hexd = "0123456789abcdef";
-    std::string out(64, '0');
-    for (int i = 0; i < 32; ++i) {
-      out[2 * i] = hexd[d[i] >> 4];
-      out[2 * i + 1] = hexd[d[i] & 15];
-    }
-    return out;
-  }
+  comm::TranscriptLog sent_log_, recv_log_;  // the sender thread owns the first, the receiver the second
+  std::vector<int8_t> scatter_codes_;         // transcripts, int8: what the reduce-scatter sent, by position
+  std::vector<float> scatter_scales_;
   TcpConn to_succ_, from_pred_;
   int refused_ = 0;
   std::mutex mu_;

@@ -16,13 +16,14 @@ import { loadWorkerState, makeWorkerState, saveWorkerState, WorkerState } from '
 import { MemberLedger } from '../ledger/member-copy';
 import { CompressedDelta, deltaBlock, deltaLevels, deltaNorm, deltaRoot, encodeDelta } from '../trust/delta-blocks';
 import { merklePath } from '../trust/merkle';
+import { ringOpenings } from '../trust/ring-openings';
 import { HostileKind, hostileKind, randomTokens } from './hostile';
 import { DataLoader, datasetInfo } from '../data/loader';
 import { CovenantError, errorMessage } from '../errors';
 import { Logger } from '../log';
 import { initWorkerMetrics, WorkerMetrics } from '../metrics';
 import { ListenAddress, MetricsServer } from '../metrics/http';
-import { AllReduceResult, CommError, Compressor, dequantize, Engine, startAllReduce } from '../native';
+import { AllReduceResult, AllReduceTranscript, CommError, Compressor, dequantize, Engine, startAllReduce } from '../native';
 import { GlobalState } from '../swarm/global-state';
 import { SignedClient } from '../swarm/grpc-client';
 import { loadOrCreateIdentity, Identity } from '../swarm/identity';
@@ -508,12 +509,15 @@ export class Worker {
   }
 
   /** Opens the asked blocks of the committed Δ (block + Merkle path) for the validator's ring audit. */
-  #pushOpenings(id: CollectiveId, d: CompressedDelta, blocks: number[]): void {
+  /** Opens the asked blocks of the committed Δ, and what this member sent of them in the ring (its transcript). */
+  #pushOpenings(plan: RoundPlan & { id: CollectiveId }, d: CompressedDelta, blocks: number[], transcript: AllReduceTranscript | undefined): void {
+    const id = plan.id;
     const levels = deltaLevels(d);
     const openings = blocks.filter((i) => i < d.scales.length).map((index) => ({ index, block: deltaBlock(d, index), path: merklePath(levels, index) }));
+    const ringOpened = transcript && plan.ring.length > 1 ? ringOpenings(transcript, plan.ring.length, plan.rank, d.block, blocks) : [];
     this.#openingsPush = this.#client
-      .call('pushOpenings', { id, openings }, { signal: this.#stop.signal })
-      .then(() => this.#log.info('trust.openings', { round: id.round, blocks: openings.length }))
+      .call('pushOpenings', { id, openings, ringOpenings: ringOpened }, { signal: this.#stop.signal })
+      .then(() => this.#log.info('trust.openings', { round: id.round, blocks: openings.length, ringOpenings: ringOpened.length }))
       .catch((e) => this.#log.warn('trust.openings-failed', { round: id.round, error: errorMessage(e) }));
   }
 
@@ -761,7 +765,7 @@ export class Worker {
     this.#lastUpdate = { id: plan.id, avg };
     if (v.uploadUpdate) this.#upload(plan.id, avg);
     if (v.uploadDelta && compressed) this.#uploadDelta(plan.id, compressed);
-    if (v.openBlocks.length > 0 && compressed) this.#pushOpenings(plan.id, compressed, v.openBlocks);
+    if (v.openBlocks.length > 0 && compressed) this.#pushOpenings(plan, compressed, v.openBlocks, result.transcript);
     await this.#save();
     this.#committedRounds++;
     const seconds = (Date.now() - t0) / 1000;

@@ -193,15 +193,20 @@ export class Coordinator {
       onApplied: (c, seconds, reports, prev, update) => {
         metrics?.membership.roundCommitted(seconds);
         verifier.setPrevState(c.round, prev);
-        audit.setUpdate(c.round, update);
+        audit.setUpdate(c.round, update, reports);
         // Commit entries go into the ledger in round order, each once its checks are in.
         commitEntries = commitEntries.then(async () => {
           const checks = new Map(await verifier.result(c.round));
           const ringAudit = await audit.result(c.round);
           if (ringAudit && !ringAudit.ok && !ringAudit.incomplete) {
             // The agreed average does not follow from the commitments: the round fails; nobody is credited.
-            for (const p of [...c.members]) checks.set(p, { ok: false, score: 0, unverified: true, reason: `ring-mismatch: the ring's result differs from the commitments at blocks ${ringAudit.mismatched.join(', ')}` });
-            metrics?.trust.failure('ring-mismatch');
+            // The member whose own step departs from the arithmetic (its opened traffic) is failed outright.
+            const where = ringAudit.mismatched.length ? `the ring's result differs from the commitments at blocks ${ringAudit.mismatched.join(', ')}` : 'the ring carried bytes that do not follow from the commitments';
+            for (const p of [...c.members]) checks.set(p, { ok: false, score: 0, unverified: true, reason: `ring-mismatch: ${where}` });
+            for (const x of ringAudit.blamed) {
+              checks.set(x.peerId, { ok: false, score: 0, reason: `ring-mismatch: block ${x.block}, step ${x.step}: ${x.reason}` });
+            }
+            if (!ringAudit.blamed.length) metrics?.trust.failure('ring-mismatch');
           }
           // Ring transcripts: a hop whose two ends report different traffic strikes both (one of them lied).
           const badHops = auditTranscripts(c.ring, reports).filter((h) => !h.ok);

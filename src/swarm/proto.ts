@@ -241,10 +241,18 @@ export interface BlockOpening {
   path: Buffer[];
 }
 
+export interface RingOpening {
+  step: number;
+  index: number;
+  block: Buffer;
+  path: Buffer[];
+}
+
 export interface PushOpeningsRequest {
   meta: RequestMeta | null;
   id: CollectiveId | null;
   openings: BlockOpening[];
+  ringOpenings: RingOpening[];
 }
 
 export interface PushOpeningsResponse {

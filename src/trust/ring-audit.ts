@@ -4,20 +4,28 @@
 // rank after rank to its owner, rank c − 1) and the arithmetic deterministic (the same quantize and dequantize
 // kernels, fp32 additions, one fp32 division by N) — and compares it bit for bit with the agreed average.
 // A mismatch means the ring carried data that does not follow from the commitments: the round fails.
+// Every member also opens what it sent at each step that carried those blocks, against the transcript root
+// it signed in its report; ring-blame.ts then names the member whose step departs from the arithmetic.
 import * as crypto from 'crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../log';
 import { dequantize, quantize } from '../native';
-import { PushOpeningsRequest, PushOpeningsResponse } from '../swarm/proto';
+import { PushOpeningsRequest, PushOpeningsResponse, ReportRoundRequest } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
 import { CommitmentBook } from './commitments';
 import { verifyMerklePath } from './merkle';
+import { blameBlock } from './ring-blame';
+import { chunkOf, ringLeafData, sentLeafCount, sentLeafIndex } from './ring-geometry';
+
+export { chunkOf };
 
 export interface RingAuditResult {
   ok: boolean;
   blocks: number[];
   /** Sampled blocks whose recomputed reduction differs from the agreed average. */
   mismatched: number[];
+  /** Members whose ring traffic departs from their commitment (the first deviating step of a block). */
+  blamed: Array<{ peerId: string; block: number; step: number; reason: string }>;
   /** Set when the audit could not run (a member did not open in time). */
   incomplete?: string;
 }
@@ -28,7 +36,10 @@ interface RoundAudit {
   ring: string[];
   blocks: number[];
   opened: Map<string, Map<number, Buffer>>;
+  /** Ring openings by member: `${step}/${index}` → what it says it sent, with its path. */
+  ringOpened: Map<string, Map<string, { block: Buffer; path: Buffer[] }>>;
   update?: Float32Array;
+  reports?: ReadonlyMap<string, ReportRoundRequest>;
   done: Promise<RingAuditResult>;
   settle: (r: RingAuditResult) => void;
   running: boolean;
@@ -51,12 +62,6 @@ export function openingSample(thetaSha256: string, round: number, numBlocks: num
     out.add(crypto.createHash('sha256').update(`${thetaSha256}|${round}|open|${i}`).digest().readUIntBE(0, 6) % numBlocks);
   }
   return [...out].sort((a, b) => a - b);
-}
-
-/** The chunk of `block` when `numBlocks` blocks are split over `N` ranks (native/comm/ring_plan.cpp). */
-export function chunkOf(block: number, numBlocks: number, N: number): number {
-  for (let c = 0; c < N; c++) if (block < Math.floor((numBlocks * (c + 1)) / N)) return c;
-  return N - 1;
 }
 
 /** Replays the int8 ring arithmetic for a block of chunk `c`: inputs[r] is rank r's values of the block. */
@@ -91,12 +96,12 @@ export class RingAudit {
     let settle: (r: RingAuditResult) => void = () => undefined;
     const done = new Promise<RingAuditResult>((resolve) => (settle = resolve));
     const blocks = openingSample(thetaSha256, round, this.numBlocks, this.#o.sample);
-    const a: RoundAudit = { round, attempt, ring: [...ring], blocks, opened: new Map(), done, settle, running: false };
+    const a: RoundAudit = { round, attempt, ring: [...ring], blocks, opened: new Map(), ringOpened: new Map(), done, settle, running: false };
     this.#rounds.set(round, a);
     for (const k of this.#rounds.keys()) if (k < round - 8) this.#rounds.delete(k);
     const timer = setTimeout(() => {
       const missing = a.ring.filter((p) => !a.opened.has(p));
-      a.settle({ ok: false, blocks, mismatched: [], incomplete: missing.length ? `no openings from ${missing.join(', ')}` : 'no averaged update' });
+      a.settle({ ok: false, blocks, mismatched: [], blamed: [], incomplete: missing.length ? `no openings from ${missing.join(', ')}` : 'no averaged update' });
     }, this.#o.timeoutMs);
     timer.unref();
     void done.then(() => clearTimeout(timer));
@@ -124,16 +129,24 @@ export class RingAudit {
       got.set(o.index, Buffer.from(o.block));
     }
     if (got.size !== a.blocks.length) throw new RpcError(grpc.status.INVALID_ARGUMENT, `${got.size} of ${a.blocks.length} asked blocks opened`, 'bad-opening');
+    // Ring openings are checked against the member's signed transcript root when the audit runs.
+    const ring = new Map<string, { block: Buffer; path: Buffer[] }>();
+    for (const o of req.ringOpenings ?? []) {
+      if (!a.blocks.includes(o.index) || o.step >= 2 * (a.ring.length - 1)) throw new RpcError(grpc.status.INVALID_ARGUMENT, `ring opening of block ${o.index} at step ${o.step} was not asked for`, 'bad-opening');
+      ring.set(`${o.step}/${o.index}`, { block: Buffer.from(o.block), path: (o.path ?? []).map((p) => Buffer.from(p)) });
+    }
+    a.ringOpened.set(peerId, ring);
     a.opened.set(peerId, got);
     this.#maybeRun(a);
     return { accepted: true };
   }
 
-  /** The agreed average of `round` (what the update upload carried). */
-  setUpdate(round: number, update: Float32Array): void {
+  /** The agreed average of `round` (what the update upload carried) and the members' signed reports. */
+  setUpdate(round: number, update: Float32Array, reports: ReadonlyMap<string, ReportRoundRequest>): void {
     const a = this.#rounds.get(round);
     if (!a) return;
     a.update = update;
+    a.reports = reports;
     this.#maybeRun(a);
   }
 
@@ -144,13 +157,29 @@ export class RingAudit {
   #maybeRun(a: RoundAudit): void {
     if (a.running || !a.update || a.ring.some((p) => !a.opened.has(p))) return;
     a.running = true;
-    void this.#run(a).then(a.settle, (e: unknown) => a.settle({ ok: false, blocks: a.blocks, mismatched: [], incomplete: `audit error: ${(e as Error).message}` }));
+    void this.#run(a).then(a.settle, (e: unknown) => a.settle({ ok: false, blocks: a.blocks, mismatched: [], blamed: [], incomplete: `audit error: ${(e as Error).message}` }));
   }
 
   async #run(a: RoundAudit): Promise<RingAuditResult> {
     const { blockSize, numParams } = this.#o;
     const N = a.ring.length;
+    const numBlocks = this.numBlocks;
     const mismatched: number[] = [];
+    const blamed: RingAuditResult['blamed'] = [];
+    const roots = a.ring.map((p) => a.reports?.get(p));
+    const hopOk = (r: number) => {
+      const from = roots[r];
+      const to = roots[(r + 1) % N];
+      return !!from && !!to && from.transcriptSentSha256 !== '' && from.transcriptSentSha256 === to.transcriptReceivedSha256;
+    };
+    // What rank r sent at a step, if it opened it against the root in its report.
+    const sent = (r: number, step: number, index: number): Buffer | undefined => {
+      const o = a.ringOpened.get(a.ring[r])?.get(`${step}/${index}`);
+      const root = roots[r]?.transcriptSentSha256;
+      if (!o || !root) return undefined;
+      const leaf = ringLeafData(step, index, o.block);
+      return verifyMerklePath(root, leaf, sentLeafIndex(numBlocks, N, r, step, index), sentLeafCount(numBlocks, N, r), o.path) ? o.block : undefined;
+    };
     for (const b of a.blocks) {
       const len = Math.min(blockSize, numParams - b * blockSize);
       const inputs = await Promise.all(
@@ -162,13 +191,17 @@ export class RingAudit {
           return dequantize(Int8Array.from(codes), scales, blockSize);
         }),
       );
-      const replayed = await reduceChunkBlock(inputs, chunkOf(b, this.numBlocks, N), blockSize);
+      const c = chunkOf(b, numBlocks, N);
+      const replayed = await reduceChunkBlock(inputs, c, blockSize);
       const agreed = a.update!.subarray(b * blockSize, b * blockSize + len);
       const same = Buffer.from(replayed.buffer, replayed.byteOffset, replayed.byteLength).equals(Buffer.from(agreed.buffer, agreed.byteOffset, agreed.byteLength));
       if (!same) mismatched.push(b);
+      for (const x of await blameBlock({ N, chunk: c, blockSize, inputs, sent: (r, step) => sent(r, step, b), hopOk })) {
+        blamed.push({ peerId: a.ring[x.rank], block: b, step: x.step, reason: x.reason });
+      }
     }
-    const r = { ok: mismatched.length === 0, blocks: a.blocks, mismatched };
-    this.#o.logger[r.ok ? 'info' : 'warn'](r.ok ? 'trust.ring-audit' : 'trust.ring-mismatch', { round: a.round, blocks: a.blocks.length, mismatched });
+    const r = { ok: mismatched.length === 0 && blamed.length === 0, blocks: a.blocks, mismatched, blamed };
+    this.#o.logger[r.ok ? 'info' : 'warn'](r.ok ? 'trust.ring-audit' : 'trust.ring-mismatch', { round: a.round, blocks: a.blocks.length, mismatched, blamed });
     return r;
   }
 }

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { allReduce, CommError } from '../../src/native';
+import { merkleRoot } from '../../src/trust/merkle';
 
 interface Attempt {
   rank: number;
@@ -41,6 +42,12 @@ export function rankTensor(n: number, seed: number): Float32Array {
   return t;
 }
 
+function leavesOf(b: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < b.length; i += 32) out.push(b.subarray(i, i + 32));
+  return out;
+}
+
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2]) as RankArgs;
   const tensor = rankTensor(args.n, args.seed);
@@ -52,7 +59,10 @@ async function main(): Promise<void> {
       const r = await allReduce({ rank: a.rank, peers: a.peers, tensor, mode: args.mode, timeoutMs: a.timeoutMs ?? args.timeoutMs, collectiveId: { round: args.round, attempt: a.attempt }, secret: args.secret, transcripts: true });
       const sha = createHash('sha256').update(Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength)).digest('hex');
       if (args.outFile) fs.writeFileSync(args.outFile, Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength));
-      process.stdout.write(`${JSON.stringify({ event: 'done', attempt: a.attempt, ok: true, sha, ...r, time: Date.now() })}\n`);
+      const { transcript, ...stats } = r;
+      // The Merkle roots rebuilt in JavaScript from the native leaves (src/trust/merkle.ts) must be the native roots.
+      const rebuilt = transcript && { sent: merkleRoot(leavesOf(transcript.sentLeaves)), received: merkleRoot(leavesOf(transcript.receivedLeaves)) };
+      process.stdout.write(`${JSON.stringify({ event: 'done', attempt: a.attempt, ok: true, sha, ...stats, rebuilt, time: Date.now() })}\n`);
       return;
     } catch (e) {
       const err = e as CommError;

@@ -36,17 +36,23 @@ struct AllReduceOptions {
   CollectiveId id;
   std::string secret;              // per-round secret from the control plane (HMAC key)
   size_t slice_bytes = 256 * 1024; // pipelining granularity (fp32 bytes of a slice)
-  bool transcripts = false;        // hash every data frame sent and received (AllReduceStats); costs a SHA-256 pass per byte
+  bool transcripts = false;        // Merkle transcripts of the traffic each way (AllReduceStats); a SHA-256 pass per byte
 };
 
 struct AllReduceStats {
   double seconds = 0;
   uint64_t bytes_sent = 0;      // wire bytes including frame headers and the handshake
   uint64_t bytes_received = 0;
-  // Transcripts: SHA-256 (hex) of every data frame (header and payload, in order) sent to the successor
-  // and received from the predecessor. On an honest hop, a rank's sent hash is its successor's received one.
+  // Transcripts (native/comm/transcript.h): hex Merkle roots over the traffic sent to the successor and
+  // received from the predecessor, one leaf per int8 block of a frame (per frame in fp32 mode). On an honest
+  // hop, a rank's sent root is its successor's received root.
   std::string sent_sha256;
   std::string received_sha256;
+  std::vector<uint8_t> sent_leaves, received_leaves;  // 32-byte leaf hashes in traffic order
+  // int8 mode with transcripts: what this rank sent in the reduce-scatter, by element position (zero where it
+  // sent nothing: the chunk it owns), and the agreed int8 result (what it sent in the all-gather).
+  std::vector<int8_t> scatter_codes, final_codes;
+  std::vector<float> scatter_scales, final_scales;
 };
 
 // Thrown by ring_allreduce. peer_rank is -1 when no single peer is at fault (bad options, abort).
