@@ -31,7 +31,7 @@ test('the switch is refused in production and names the kinds', () => {
   expect(hostileKind({})).toBeUndefined();
   expect(hostileKind({ COVENANT_TEST_HOSTILE: 'zero' })).toBe('zero');
   expect(() => hostileKind({ COVENANT_TEST_HOSTILE: 'zero', NODE_ENV: 'production' })).toThrow(/refused in production/);
-  expect(() => hostileKind({ COVENANT_TEST_HOSTILE: 'nope' })).toThrow(/zero, random-tokens, scaled, replay, ring-mismatch/);
+  expect(() => hostileKind({ COVENANT_TEST_HOSTILE: 'nope' })).toThrow(/zero, random-tokens, scaled, replay, ring-mismatch, scale-lie, inflated/);
   // The worker exits 2 (a refusal a restart cannot fix) before joining anything.
   const r = spawnSync(process.execPath, [CLI_MAIN, 'worker', '--join', '127.0.0.1:1', '--run-id', 'x', '--data', dataDir, '--state', path.join(tmp, 'prod'), '--listen', '127.0.0.1:0'], {
     env: { ...process.env, COVENANT_TEST_HOSTILE: 'zero', NODE_ENV: 'production' },
@@ -114,4 +114,28 @@ describe.each(HOSTILE_KINDS.map((k) => [k]))('a %s member', (kind) => {
   });
 });
 
-
+test('an inflated member (Δ × 4, inside the norm check) is clipped to the bound: the ring audit replays its clipped share', async () => {
+  const swarm = new LocalSwarm({
+    dir: path.join(tmp, 'inflated'),
+    dataDir,
+    config: localRunConfig({ model: 'tiny', vocabSize: 257, innerSteps: 12, innerLr: 1e-3, minMembers: 4, planDelayMs: 1500, heartbeatTimeoutMs: 3000, allreduceTimeoutMs: 3000 }),
+    workerArgs: ['--eval-every', '0'],
+  });
+  try {
+    await swarm.startCoordinator();
+    for (let i = 0; i < 3; i++) swarm.startWorker();
+    const big = swarm.startWorker('inflated', { env: { COVENANT_TEST_HOSTILE: 'inflated' } });
+    const joined = await swarm.waitFor(big, (l) => l.event === 'worker.join', 60_000);
+    const clipped = await swarm.waitFor(big, (l) => l.event === 'trust.clipped', 120_000);
+    // Its scale bound is about 4× the median, the clip bound 2× the median: about half of its Δ goes in.
+    expect(clipped.factor as number).toBeGreaterThan(0.3);
+    expect(clipped.factor as number).toBeLessThan(0.7);
+    const audit = await swarm.waitFor('coordinator', (l) => (l.event === 'trust.ring-audit' || l.event === 'trust.ring-mismatch') && l.round === clipped.round, 120_000);
+    expect(audit).toMatchObject({ event: 'trust.ring-audit', clipped: 1 });
+    const lines = swarm.child('coordinator').lines;
+    expect(lines.filter((l) => l.event === 'trust.scale-proof' || (l.event === 'trust.failed' && /ring-mismatch|scale-proof/.test(String(l.reason))))).toEqual([]);
+    expect(lines.some((l) => l.event === 'trust.commit-refused' && l.peerId === joined.peerId)).toBe(false);
+  } finally {
+    await swarm.stop(10_000);
+  }
+});

@@ -14,6 +14,7 @@ import { judgeUsefulWork } from '../src/trust/useful-work';
 import { auditTranscripts } from '../src/trust/transcripts';
 import { chunkOf, openingSample, reduceChunkBlock } from '../src/trust/ring-audit';
 import { blameBlock } from '../src/trust/ring-blame';
+import { applyClip, checkScales, clipFactor, scaleNormBound, scaleNormFloor, scalesSha256 } from '../src/trust/scale-bound';
 import { ringLeafData, sendSteps, sentLeafCount, sentLeafIndex } from '../src/trust/ring-geometry';
 import { ringOpenings } from '../src/trust/ring-openings';
 import { allReduce, AllReduceResult, dequantize, quantize } from '../src/native';
@@ -75,9 +76,9 @@ test('a compressed Δ: blocks, root, norm, and an encoding that round-trips and 
 test('commit-time checks: token claims, replays and norm outliers are refused; the others get GO after a re-plan', () => {
   const ids = [Identity.generate(), Identity.generate(), Identity.generate(), Identity.generate()];
   const planner = new RoundPlanner({ seed: 1, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
-  const book = new CommitmentBook({ planner, numBlocks: 8, tokensPerRound: 100, normFactor: 6, penaltyRounds: 5, logger: quiet });
+  const book = new CommitmentBook({ planner, numBlocks: 8, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
   const commit = (who: Identity, attempt: number, root: string, norm: number, tokens = 100) => {
-    const req = signRequest(who, coordinatorService().methods.commit, { id: { round: 1, attempt }, merkleRoot: root, deltaNorm: norm, tokens, meanLoss: 3, numBlocks: 8 }, { runId: 'r' }) as CommitRequest;
+    const req = signRequest(who, coordinatorService().methods.commit, { id: { round: 1, attempt }, merkleRoot: root, deltaNorm: norm, tokens, meanLoss: 3, numBlocks: 8, scalesSha256: 'f'.repeat(64), scaleNorm: 4 * norm }, { runId: 'r' }) as CommitRequest;
     return book.commit(who.peerId, req);
   };
   planner.tick();
@@ -96,10 +97,67 @@ test('commit-time checks: token claims, replays and norm outliers are refused; t
   expect(() => commit(ids[0], 2, 'zz', 1)).toThrow(expect.objectContaining({ reason: 'bad-root' }));
   expect(commit(ids[0], 2, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_WAIT', missingRanks: [expect.any(Number)] });
   expect(() => commit(ids[0], 2, 'e'.repeat(64), 1)).toThrow(expect.objectContaining({ status: grpc.status.FAILED_PRECONDITION, reason: 'conflicting-commitment' }));
-  expect(commit(ids[2], 2, 'c'.repeat(64), 1.1)).toMatchObject({ status: 'COMMIT_STATUS_GO' });
+  expect(commit(ids[2], 2, 'c'.repeat(64), 1.1)).toMatchObject({ status: 'COMMIT_STATUS_GO', clipNorm: 0 }); // no clip below three members
   expect(commit(ids[0], 2, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_GO' });
   expect(book.get(1, ids[0].peerId)).toMatchObject({ attempt: 2, merkleRoot: 'a'.repeat(64) });
   expect(book.refusedIn(1).size).toBe(2);
+});
+
+test('the clip bound: clipFactor × the median scale bound once all are in; a norm claim above its own scale bound is refused', () => {
+  const ids = [Identity.generate(), Identity.generate(), Identity.generate(), Identity.generate()];
+  const planner = new RoundPlanner({ seed: 1, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
+  const book = new CommitmentBook({ planner, numBlocks: 8, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
+  const commit = (who: Identity, attempt: number, root: string, norm: number, scaleNorm: number) =>
+    book.commit(who.peerId, signRequest(who, coordinatorService().methods.commit, { id: { round: 1, attempt }, merkleRoot: root, deltaNorm: norm, tokens: 100, meanLoss: 3, numBlocks: 8, scalesSha256: 'f'.repeat(64), scaleNorm }, { runId: 'r' }) as CommitRequest);
+  planner.tick();
+  expect(() => commit(ids[0], 0, 'a'.repeat(64), 1, -1)).toThrow(expect.objectContaining({ reason: 'bad-norm' }));
+  expect(commit(ids[0], 0, 'a'.repeat(64), 1, 4)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  expect(commit(ids[1], 0, 'b'.repeat(64), 1.1, 4.4)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  expect(commit(ids[2], 0, 'c'.repeat(64), 1.2, 4.8)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  // Within the norm outlier bound, but with scales that allow 5× the others: it will be clipped.
+  const go = commit(ids[3], 0, 'd'.repeat(64), 3, 20);
+  expect(go).toMatchObject({ status: 'COMMIT_STATUS_GO' });
+  expect(go.clipNorm).toBeCloseTo(2 * 4.6, 12);
+  expect(book.clipOf(1, 0)).toBe(go.clipNorm);
+  expect(commit(ids[0], 0, 'a'.repeat(64), 1, 4)).toMatchObject({ status: 'COMMIT_STATUS_GO', clipNorm: go.clipNorm });
+  expect(clipFactor(20, go.clipNorm)).toBeCloseTo(9.2 / 20, 12);
+  expect(clipFactor(4, go.clipNorm)).toBe(1);
+  expect(clipFactor(20, 0)).toBe(1);
+  // A norm its own scales cannot give is an inconsistent claim.
+  const planner2 = new RoundPlanner({ seed: 2, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
+  const book2 = new CommitmentBook({ planner: planner2, numBlocks: 8, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
+  planner2.tick();
+  const req = signRequest(ids[0], coordinatorService().methods.commit, { id: { round: 1, attempt: 0 }, merkleRoot: 'a'.repeat(64), deltaNorm: 5, tokens: 100, meanLoss: 3, numBlocks: 8, scalesSha256: 'f'.repeat(64), scaleNorm: 4 }, { runId: 'r' }) as CommitRequest;
+  expect(book2.commit(ids[0].peerId, req)).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/norm-claim/) });
+});
+
+test('scale proofs: the opened scales must hash to the commitment, give its bound, and not undercut its norm', async () => {
+  const n = 1000;
+  const block = 128;
+  const x = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * (i % 7));
+  const q = await quantize(x, block);
+  const dq = await dequantize(q.codes, q.scales, block);
+  const norm = deltaNorm({ codes: q.codes, scales: q.scales, block });
+  const u = scaleNormBound(q.scales, n, block);
+  const floor = scaleNormFloor(q.scales);
+  let sq = 0;
+  for (const v of dq) sq += v * v;
+  expect(Math.abs(Math.sqrt(sq) - norm) / norm).toBeLessThan(1e-6); // fp32 products against fp64 ones
+  expect(floor).toBeLessThanOrEqual(norm);
+  expect(norm).toBeLessThanOrEqual(u);
+  const c = { scalesSha256: scalesSha256(q.scales), scaleNorm: u, deltaNorm: norm };
+  expect(checkScales(c, q.scales, n, block)).toBeUndefined();
+  const lower = Float32Array.from(q.scales);
+  lower[3] /= 2;
+  expect(checkScales(c, lower, n, block)).toMatch(/not the ones it committed/);
+  expect(checkScales({ ...c, scaleNorm: u / 2 }, q.scales, n, block)).toMatch(/committed the bound/);
+  expect(checkScales({ ...c, deltaNorm: floor / 2 }, q.scales, n, block)).toMatch(/below the/);
+  expect(checkScales(c, q.scales.subarray(1), n, block)).toMatch(/opened 7 scales, not 8/);
+  // The clip applies fp32 products: the same bits wherever it is computed.
+  const a = applyClip(Float32Array.from(dq), 0.37);
+  const b = applyClip(Float32Array.from(dq), 0.37);
+  expect(Buffer.from(a.buffer).equals(Buffer.from(b.buffer))).toBe(true);
+  expect(a[5]).toBe(Math.fround(dq[5] * 0.37));
 });
 
 test('the useful-work verdict: no gain fails, a significant edge of the control windows fails, an honest Δ passes', () => {
@@ -143,7 +201,7 @@ test('the ring audit replays the int8 ring bit for bit: every block of a real 3-
 
 // N ranks all-reduce their committed (dequantized) blocks, except that `cheat` feeds the ring values other
 // than its commitment; then every rank opens what it sent of every block against its signed root.
-async function ringWithOpenings(N: number, block: number, n: number, cheat: number) {
+async function ringWithOpenings(N: number, block: number, n: number, cheat: number, factors: number[] = Array(N).fill(1)) {
   const committed = await Promise.all(
     Array.from({ length: N }, async (_, r) => {
       const q = await quantize(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + r) * (1 + r) * 1e-3), block);
@@ -152,7 +210,7 @@ async function ringWithOpenings(N: number, block: number, n: number, cheat: numb
   );
   const ports = await Promise.all(Array.from({ length: N }, () => freePort()));
   const peers = ports.map((p) => `127.0.0.1:${p}`);
-  const tensors = committed.map((t, r) => (r === cheat ? t.map((v) => v * 1.5) : Float32Array.from(t)));
+  const tensors = committed.map((t, r) => (r === cheat ? t.map((v) => v * 1.5) : applyClip(Float32Array.from(t), factors[r])));
   const results: AllReduceResult[] = await Promise.all(tensors.map((t, rank) => allReduce({ rank, peers, tensor: t, mode: 'int8', blockSize: block, collectiveId: { round: 1, attempt: 0 }, secret: 's', transcripts: true })));
   const numBlocks = Math.ceil(n / block);
   const all = Array.from({ length: numBlocks }, (_, b) => b);
@@ -211,6 +269,24 @@ test.each([[-1], [0], [1], [2]])('ring blame on a real 3-rank ring: cheat %i is 
     const unjudged = await blameBlock({ ...args, sent: (r, step) => opened[r].get(`${step}/${b}`)?.block, hopOk: (r) => r !== (cheat + N - 1) % N });
     const first = chunkOf(b, numBlocks, N) === cheat; // the chunk's first sender has no input to doubt
     expect(unjudged.map((x) => x.rank)).toEqual(first ? [cheat] : []);
+  }
+});
+
+test('a clipped contribution replays without blame when the validator applies the same factor; one that skips its clip is named', async () => {
+  const N = 3;
+  const block = 64;
+  const n = block * 7 + 9;
+  const factors = [1, 0.43, 1];
+  const { committed, opened, numBlocks } = await ringWithOpenings(N, block, n, -1, factors);
+  for (let b = 0; b < numBlocks; b++) {
+    const len = Math.min(block, n - b * block);
+    const args = { N, chunk: chunkOf(b, numBlocks, N), blockSize: block, sent: (r: number, step: number) => opened[r].get(`${step}/${b}`)?.block, hopOk: () => true };
+    expect(await blameBlock({ ...args, inputs: committed.map((t, r) => applyClip(t.slice(b * block, b * block + len), factors[r])) })).toEqual([]);
+    // Had the round clipped rank 0 instead, rank 0 (which fed its whole Δ) and not rank 1 would be named first
+    // in the chunks it starts; rank 1 fed less than the validator expects from it.
+    const wrong = await blameBlock({ ...args, inputs: committed.map((t, r) => applyClip(t.slice(b * block, b * block + len), r === 0 ? 0.43 : 1)) });
+    expect(wrong.length).toBe(1);
+    expect([0, 1]).toContain(wrong[0].rank);
   }
 });
 

@@ -17,6 +17,7 @@ import { MemberLedger } from '../ledger/member-copy';
 import { CompressedDelta, deltaBlock, deltaLevels, deltaNorm, deltaRoot, encodeDelta } from '../trust/delta-blocks';
 import { merklePath } from '../trust/merkle';
 import { ringOpenings } from '../trust/ring-openings';
+import { applyClip, clipFactor, scaleNormBound, scalesSha256 } from '../trust/scale-bound';
 import { HostileKind, hostileKind, randomTokens } from './hostile';
 import { DataLoader, datasetInfo } from '../data/loader';
 import { CovenantError, errorMessage } from '../errors';
@@ -27,7 +28,7 @@ import { AllReduceResult, AllReduceTranscript, CommError, Compressor, dequantize
 import { GlobalState } from '../swarm/global-state';
 import { SignedClient } from '../swarm/grpc-client';
 import { loadOrCreateIdentity, Identity } from '../swarm/identity';
-import { CollectiveId, coordinatorService, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
+import { CollectiveId, CommitRequest, coordinatorService, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
 import { parseRunConfig, RunConfig } from '../swarm/run-config';
 import { newSealingKey, openSecret, secretContext } from '../swarm/sealed-secret';
@@ -483,12 +484,13 @@ export class Worker {
    * attempt changed, get the new plan. A refusal abandons the round; members that never commit make this
    * member report the all-reduce as failed in phase 'commit', naming one of them.
    */
-  async #commitAndWait(plan: RoundPlan & { id: CollectiveId }, c: { merkleRoot: string; deltaNorm: number; tokens: number; meanLoss: number; numBlocks: number }): Promise<'go' | 'replan'> {
+  /** Commits and waits for the attempt's GO; returns its clip bound, or 'replan'. */
+  async #commitAndWait(plan: RoundPlan & { id: CollectiveId }, c: Omit<CommitRequest, 'meta' | 'id'>): Promise<{ clipNorm: number } | 'replan'> {
     const signal = this.#stop.signal;
     const deadline = Date.now() + (plan.allreduceTimeoutMs || this.#cfg.allreduceTimeoutMs);
     for (;;) {
       const r = await withRetry(() => this.#client.call('commit', { id: plan.id, ...c }), { signal });
-      if (r.status === 'COMMIT_STATUS_GO') return 'go';
+      if (r.status === 'COMMIT_STATUS_GO') return { clipNorm: r.clipNorm };
       if (r.status === 'COMMIT_STATUS_REPLAN') return 'replan';
       if (r.status === 'COMMIT_STATUS_REFUSED') {
         this.#log.warn('trust.refused', { round: plan.id.round, attempt: plan.id.attempt, reason: r.reason });
@@ -508,15 +510,14 @@ export class Worker {
     }
   }
 
-  /** Opens the asked blocks of the committed Δ (block + Merkle path) for the validator's ring audit. */
-  /** Opens the asked blocks of the committed Δ, and what this member sent of them in the ring (its transcript). */
+  /** Opens the asked blocks of the committed Δ, what this member sent of them in the ring (its transcript), and every scale. */
   #pushOpenings(plan: RoundPlan & { id: CollectiveId }, d: CompressedDelta, blocks: number[], transcript: AllReduceTranscript | undefined): void {
     const id = plan.id;
     const levels = deltaLevels(d);
     const openings = blocks.filter((i) => i < d.scales.length).map((index) => ({ index, block: deltaBlock(d, index), path: merklePath(levels, index) }));
     const ringOpened = transcript && plan.ring.length > 1 ? ringOpenings(transcript, plan.ring.length, plan.rank, d.block, blocks) : [];
     this.#openingsPush = this.#client
-      .call('pushOpenings', { id, openings, ringOpenings: ringOpened }, { signal: this.#stop.signal })
+      .call('pushOpenings', { id, openings, ringOpenings: ringOpened, scales: Buffer.from(d.scales.buffer, d.scales.byteOffset, d.scales.byteLength) }, { signal: this.#stop.signal })
       .then(() => this.#log.info('trust.openings', { round: id.round, blocks: openings.length, ringOpenings: ringOpened.length }))
       .catch((e) => this.#log.warn('trust.openings-failed', { round: id.round, error: errorMessage(e) }));
   }
@@ -620,6 +621,7 @@ export class Worker {
     const delta = pseudoGradient(this.#theta, this.#engine.params());
     if (this.#hostile === 'zero') delta.fill(0);
     if (this.#hostile === 'scaled') for (let i = 0; i < delta.length; i++) delta[i] *= 25;
+    if (this.#hostile === 'inflated' || this.#hostile === 'scale-lie') for (let i = 0; i < delta.length; i++) delta[i] *= 4;
     const residualBefore = Float32Array.from(this.#compressor.residual());
     let send: Float32Array;
     let compressed: CompressedDelta | undefined;
@@ -647,7 +649,13 @@ export class Worker {
       tokens: cfg.innerSteps * B * T,
       meanLoss,
       numBlocks: compressed.scales.length,
+      scalesSha256: scalesSha256(compressed.scales),
+      scaleNorm: scaleNormBound(compressed.scales, n, cfg.blockSize),
     };
+    if (commitment && this.#hostile === 'scale-lie') {
+      commitment.scaleNorm /= 4;
+      commitment.deltaNorm /= 4;
+    }
 
     // All-reduce by the plan; on failure report it and follow the re-plan.
     this.#setPhase('allreduce');
@@ -660,16 +668,19 @@ export class Worker {
     let v!: ReportAnswer;
     try {
       for (;;) {
+        let clip = 1;
         if (commitment) {
           const go = await this.#commitAndWait(plan, commitment);
-          if (go !== 'go') {
+          if (go === 'replan') {
             const next = await this.#plan();
             if (next.id.round !== round) throw new RoundAbandoned();
             plan = next;
             continue;
           }
+          clip = clipFactor(commitment.scaleNorm, go.clipNorm);
+          if (clip < 1) this.#log.info('trust.clipped', { round, attempt: plan.id.attempt, factor: clip, clipNorm: go.clipNorm, scaleNorm: commitment.scaleNorm });
         }
-        avg = Float32Array.from(send);
+        avg = applyClip(Float32Array.from(send), clip);
         this.#log.info('allreduce.start', { round, attempt: plan.id.attempt, rank: plan.rank, ranks: plan.ring.length, mode: cfg.compression });
         const handle = startAllReduce({
           rank: plan.rank,

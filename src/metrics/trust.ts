@@ -3,7 +3,7 @@
 import type { Counter } from 'prom-client';
 import { MetricsRegistry } from './registry';
 
-export const TRUST_FAILURE_REASONS = ['bad_tokens', 'replayed_delta', 'norm_outlier', 'delta_mismatch', 'useful_work', 'delta_missing', 'transcript_mismatch', 'ring_mismatch', 'other'] as const;
+export const TRUST_FAILURE_REASONS = ['bad_tokens', 'replayed_delta', 'norm_outlier', 'delta_mismatch', 'useful_work', 'delta_missing', 'transcript_mismatch', 'ring_mismatch', 'scale_proof', 'other'] as const;
 export type TrustFailureReason = (typeof TRUST_FAILURE_REASONS)[number];
 export const LEDGER_ENTRY_TYPES = ['genesis', 'join', 'leave', 'drop', 'commit', 'abandon'] as const;
 
@@ -18,6 +18,7 @@ export function trustFailureReason(message: string | undefined): TrustFailureRea
   if (m.startsWith('delta-not-received')) return 'delta_missing';
   if (m.startsWith('transcript-mismatch')) return 'transcript_mismatch';
   if (m.startsWith('ring-mismatch')) return 'ring_mismatch';
+  if (m.startsWith('scale-proof') || m.startsWith('norm-claim')) return 'scale_proof';
   return 'other';
 }
 

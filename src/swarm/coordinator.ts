@@ -208,6 +208,8 @@ export class Coordinator {
             }
             if (!ringAudit.blamed.length) metrics?.trust.failure('ring-mismatch');
           }
+          // Scales opened in full that contradict the member's commitment are a proof against it alone.
+          for (const f of ringAudit?.scaleFailures ?? []) checks.set(f.peerId, { ok: false, score: 0, reason: f.reason });
           // Ring transcripts: a hop whose two ends report different traffic strikes both (one of them lied).
           const badHops = auditTranscripts(c.ring, reports).filter((h) => !h.ok);
           for (const h of badHops) {
@@ -295,6 +297,7 @@ export class Coordinator {
       numBlocks,
       tokensPerRound: cfg.innerSteps * cfg.batchSize * cfg.seqLen,
       normFactor: cfg.normFactor,
+      clipFactor: cfg.clipFactor,
       penaltyRounds: cfg.penaltyRounds,
       logger: log,
       onFailed: (_peerId, _round, reason) => {

@@ -253,6 +253,7 @@ export interface PushOpeningsRequest {
   id: CollectiveId | null;
   openings: BlockOpening[];
   ringOpenings: RingOpening[];
+  scales: Buffer;
 }
 
 export interface PushOpeningsResponse {
@@ -267,6 +268,8 @@ export interface CommitRequest {
   tokens: number;
   meanLoss: number;
   numBlocks: number;
+  scalesSha256: string;
+  scaleNorm: number;
 }
 
 export type CommitStatus = 'COMMIT_STATUS_UNSPECIFIED' | 'COMMIT_STATUS_WAIT' | 'COMMIT_STATUS_GO' | 'COMMIT_STATUS_REPLAN' | 'COMMIT_STATUS_REFUSED';
@@ -276,6 +279,7 @@ export interface CommitResponse {
   retryAfterMs: number;
   missingRanks: number[];
   reason: string;
+  clipNorm: number;
 }
 
 export interface PushUpdateRequest {

@@ -51,6 +51,8 @@ export interface RunConfig {
   verifyTimeoutMs: number;
   /** A committed Δ norm above normFactor × the attempt's median, or below median / normFactor, fails. */
   normFactor: number;
+  /** Contributions are clipped to clipFactor × the attempt's median scale bound (0: no clipping). */
+  clipFactor: number;
   /** Rounds a member that failed a check sits out. */
   penaltyRounds: number;
   /** Train shards a member's windows come from in a round (0: the whole split); it fetches only those. */
@@ -84,6 +86,7 @@ export const RUN_DEFAULTS = {
   verifyBatches: 16,
   verifyTimeoutMs: 60_000,
   normFactor: 6,
+  clipFactor: 2,
   penaltyRounds: 5,
   shardsPerRound: 0,
   openBlocks: 8,
@@ -114,6 +117,7 @@ const LIMITS: Record<NumericKey, NumberLimit> = {
   verifyBatches: { int: true, min: 1, max: 1000 },
   verifyTimeoutMs: { int: true, min: 1, max: MAX_MS },
   normFactor: { int: false, min: 1, max: 1e6 },
+  clipFactor: { int: false, min: 0, max: 1e6 },
   penaltyRounds: { int: true, min: 0, max: 1_000_000 },
   shardsPerRound: { int: true, min: 0, max: 1_000_000 },
   openBlocks: { int: true, min: 0, max: 4096 },
@@ -194,6 +198,7 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     verifyBatches: merged.verifyBatches as number,
     verifyTimeoutMs: merged.verifyTimeoutMs as number,
     normFactor: merged.normFactor as number,
+    clipFactor: merged.clipFactor as number,
     penaltyRounds: merged.penaltyRounds as number,
     shardsPerRound: merged.shardsPerRound as number,
     openBlocks: merged.openBlocks as number,

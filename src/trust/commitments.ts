@@ -4,7 +4,10 @@
 // - tokens must be what the run config makes a round (H × B × T): a member cannot claim more work;
 // - a root the member already committed in an earlier round is a replayed Δ;
 // - once all are in, norms far from the attempt's median (above normFactor × median, or below
-//   median / normFactor: a scaled-up or an empty Δ) fail their members.
+//   median / normFactor: a scaled-up or an empty Δ) fail their members;
+// - a claimed norm above the bound U its scales allow is inconsistent (src/trust/scale-bound.ts).
+// Once all are in, the attempt's clip bound is clipFactor × the median U (rings of three or more): GO
+// carries it, and every member feeds min(1, bound / U) × its Δ into the ring.
 // A member that fails is refused (it sits out the round), excluded for penaltyRounds, and the attempt is
 // re-planned without it before any byte of Δ has moved.
 import * as grpc from '@grpc/grpc-js';
@@ -25,6 +28,8 @@ export interface Commitment {
   tokens: number;
   meanLoss: number;
   numBlocks: number;
+  scalesSha256: string;
+  scaleNorm: number;
   record: SignedRecord;
 }
 
@@ -35,6 +40,8 @@ export interface CommitmentBookOptions {
   /** Tokens of one member's round: innerSteps × batchSize × seqLen. */
   tokensPerRound: number;
   normFactor: number;
+  /** The clip bound is clipFactor × the attempt's median scale bound U (0: no clipping). */
+  clipFactor: number;
   penaltyRounds: number;
   logger: Logger;
   /** Called for every member failed at commit time (for the ledger and metrics). */
@@ -57,8 +64,8 @@ export class CommitmentBook {
   readonly #refused = new Map<string, string>();
   /** Roots each peer committed, with their round (kept for the last rounds only). */
   readonly #roots = new Map<string, Map<string, number>>();
-  /** Attempts whose norms were judged. */
-  readonly #judged = new Set<string>();
+  /** Attempts whose norms were judged, with their clip bound (0: none). */
+  readonly #judged = new Map<string, number>();
 
   constructor(o: CommitmentBookOptions) {
     this.#o = o;
@@ -73,6 +80,11 @@ export class CommitmentBook {
       if (c && (!best || c.attempt > best.attempt)) best = c;
     }
     return best;
+  }
+
+  /** The clip bound of an attempt whose commitments are all in (0: none or not yet known). */
+  clipOf(round: number, attempt: number): number {
+    return this.#judged.get(`${round}/${attempt}`) ?? 0;
   }
 
   /** Every member refused in `round`, with the reason. */
@@ -94,10 +106,11 @@ export class CommitmentBook {
     const planner = this.#o.planner;
     if (!req.id) throw new RpcError(grpc.status.INVALID_ARGUMENT, 'Commit needs the collective id of the plan', 'no-collective-id');
     const { round, attempt } = req.id;
-    const wait = (missing: number[] = []): CommitResponse => ({ status: 'COMMIT_STATUS_WAIT', retryAfterMs: 100, missingRanks: missing, reason: '' });
-    const replan: CommitResponse = { status: 'COMMIT_STATUS_REPLAN', retryAfterMs: 0, missingRanks: [], reason: '' };
+    const wait = (missing: number[] = []): CommitResponse => ({ status: 'COMMIT_STATUS_WAIT', retryAfterMs: 100, missingRanks: missing, reason: '', clipNorm: 0 });
+    const replan: CommitResponse = { status: 'COMMIT_STATUS_REPLAN', retryAfterMs: 0, missingRanks: [], reason: '', clipNorm: 0 };
+    const refuse = (reason: string): CommitResponse => ({ status: 'COMMIT_STATUS_REFUSED', retryAfterMs: 0, missingRanks: [], reason, clipNorm: 0 });
     const refused = this.#refused.get(`${round}/${peerId}`);
-    if (refused) return { status: 'COMMIT_STATUS_REFUSED', retryAfterMs: 0, missingRanks: [], reason: refused };
+    if (refused) return refuse(refused);
     const ring = planner.ringOf(round, attempt);
     if (!ring) return replan; // another attempt (or round) is current: the plan says which
     if (!ring.some((m) => m.peerId === peerId)) {
@@ -106,6 +119,8 @@ export class CommitmentBook {
     if (!HEX64.test(req.merkleRoot)) throw new RpcError(grpc.status.INVALID_ARGUMENT, `merkle_root ${JSON.stringify(req.merkleRoot)} is not 64 lowercase hex digits`, 'bad-root');
     if (!Number.isFinite(req.deltaNorm) || req.deltaNorm < 0) throw new RpcError(grpc.status.INVALID_ARGUMENT, `delta_norm ${req.deltaNorm} is not a finite non-negative number`, 'bad-norm');
     if (req.numBlocks !== this.#o.numBlocks) throw new RpcError(grpc.status.INVALID_ARGUMENT, `num_blocks ${req.numBlocks} is not the run's ${this.#o.numBlocks}`, 'bad-blocks');
+    if (!HEX64.test(req.scalesSha256 ?? '')) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scales_sha256 ${JSON.stringify(req.scalesSha256)} is not 64 lowercase hex digits`, 'bad-scales');
+    if (!Number.isFinite(req.scaleNorm) || req.scaleNorm < 0) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scale_norm ${req.scaleNorm} is not a finite non-negative number`, 'bad-norm');
     const key = `${round}/${attempt}`;
     let book = this.#byAttempt.get(key);
     if (!book) this.#byAttempt.set(key, (book = new Map()));
@@ -117,31 +132,46 @@ export class CommitmentBook {
       const fail = this.#check(peerId, req, round);
       if (fail) {
         this.#fail(peerId, round, attempt, fail);
-        return { status: 'COMMIT_STATUS_REFUSED', retryAfterMs: 0, missingRanks: [], reason: fail };
+        return refuse(fail);
       }
-      book.set(peerId, { peerId, round, attempt, merkleRoot: req.merkleRoot, deltaNorm: req.deltaNorm, tokens: req.tokens, meanLoss: req.meanLoss, numBlocks: req.numBlocks, record: signedRecord(COMMIT_METHOD, req) });
+      book.set(peerId, {
+        peerId,
+        round,
+        attempt,
+        merkleRoot: req.merkleRoot,
+        deltaNorm: req.deltaNorm,
+        tokens: req.tokens,
+        meanLoss: req.meanLoss,
+        numBlocks: req.numBlocks,
+        scalesSha256: req.scalesSha256,
+        scaleNorm: req.scaleNorm,
+        record: signedRecord(COMMIT_METHOD, req),
+      });
       this.#forget(round);
     }
     const missing = ring.filter((m) => !book!.has(m.peerId)).map((m) => m.rank);
     if (missing.length > 0) return wait(missing);
     if (!this.#judged.has(key)) {
-      this.#judged.add(key);
-      this.#judgeNorms(ring, book, round, attempt);
+      const kept = this.#judgeNorms(ring, book, round, attempt);
+      const f = this.#o.clipFactor;
+      this.#judged.set(key, f > 0 && kept.length >= 3 ? f * median(kept.map((p) => book!.get(p)!.scaleNorm)) : 0);
       const mine = this.#refused.get(`${round}/${peerId}`);
-      if (mine) return { status: 'COMMIT_STATUS_REFUSED', retryAfterMs: 0, missingRanks: [], reason: mine };
+      if (mine) return refuse(mine);
     }
-    return planner.ringOf(round, attempt) ? { status: 'COMMIT_STATUS_GO', retryAfterMs: 0, missingRanks: [], reason: '' } : replan;
+    return planner.ringOf(round, attempt) ? { status: 'COMMIT_STATUS_GO', retryAfterMs: 0, missingRanks: [], reason: '', clipNorm: this.#judged.get(key)! } : replan;
   }
 
   #check(peerId: string, req: CommitRequest, round: number): string | undefined {
     if (req.tokens !== this.#o.tokensPerRound) return `claims ${req.tokens} tokens; a round is ${this.#o.tokensPerRound}`;
     const seen = this.#roots.get(peerId)?.get(req.merkleRoot);
     if (seen !== undefined && seen < round) return `replayed-delta: the same Δ (root ${req.merkleRoot.slice(0, 16)}…) as in round ${seen}`;
+    if (req.deltaNorm > req.scaleNorm * (1 + 1e-9)) return `norm-claim: Δ norm ${req.deltaNorm.toPrecision(6)} above the ${req.scaleNorm.toPrecision(6)} its own scale bound allows`;
     return undefined;
   }
 
-  #judgeNorms(ring: RingMember[], book: Map<string, Commitment>, round: number, attempt: number): void {
-    if (ring.length < 3) return; // a median of fewer than three says nothing about who is off
+  /** Fails the norm outliers; returns the members kept. */
+  #judgeNorms(ring: RingMember[], book: Map<string, Commitment>, round: number, attempt: number): string[] {
+    if (ring.length < 3) return ring.map((m) => m.peerId); // a median of fewer than three says nothing about who is off
     const norms = ring.map((m) => book.get(m.peerId)!.deltaNorm);
     const med = median(norms);
     const f = this.#o.normFactor;
@@ -155,6 +185,7 @@ export class CommitmentBook {
       }
     }
     if (out.length > 0) this.#o.planner.dropFromAttempt(round, attempt, out, 'norm outliers at commit');
+    return ring.map((m) => m.peerId).filter((p) => !out.includes(p));
   }
 
   #fail(peerId: string, round: number, attempt: number, reason: string, replan = true): void {
