@@ -1,9 +1,14 @@
-// The GPU suite: every CUDA kernel of include/covenant/cuda_quant.h against the CPU reference (the scalar
-// *_ref functions and ErrorFeedbackCompressor) on fresh random inputs, bit for bit, with every device output
-// poisoned (0xFF bytes) before each run. Exits 0 with "GPU suite skipped: no CUDA device" where there is no
-// device. The seed is printed; COVENANT_GPU_TEST_SEED=N repeats a run. argv[1] filters tests by name.
+// The GPU suite: every CUDA kernel against the CPU reference on fresh random inputs, with every device output
+// poisoned (0xFF bytes) before each run (outputs that accumulate start from random values instead):
+//   - include/covenant/cuda_quant.h against the scalar *_ref functions and ErrorFeedbackCompressor, bit for bit;
+//   - include/covenant/cuda_kernels.h against kernels.h (and, for non-causal attention, an fp64 host
+//     reference), each at the tolerance stated by its test.
+// Exits 0 with "GPU suite skipped: no CUDA device" where there is no device. The seed is printed;
+// COVENANT_GPU_TEST_SEED=N repeats a run. argv[1] filters tests by name.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -13,8 +18,11 @@
 #include <vector>
 
 #include "../core/cuda_check.h"
+#include "covenant/cuda_kernels.h"
 #include "covenant/cuda_quant.h"
+#include "covenant/kernels.h"
 #include "covenant/quant.h"
+#include "covenant/thread_pool.h"
 #include "harness.h"
 
 using namespace covenant;
@@ -22,6 +30,13 @@ using namespace covenant;
 namespace {
 
 std::mt19937_64 g_rng;
+int g_sm_major = 0;  // compute capability (major) of device 0
+
+// The CPU reference kernels take a ThreadPool (never null); one for the whole suite.
+ThreadPool& cpu_pool() {
+  static ThreadPool pool(0);
+  return pool;
+}
 
 // n elements of device memory, freed on scope exit.
 template <class T>
@@ -346,6 +361,403 @@ void test_bad_input() {
   CHECK(threw, "block 0 accepted");
 }
 
+// ---- layer kernels (include/covenant/cuda_kernels.h) ----
+
+std::vector<float> gauss_vec(size_t n, float sigma, float mean = 0.0f) {
+  std::normal_distribution<float> gauss(mean, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = gauss(g_rng);
+  return v;
+}
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0.0;
+  for (float x : v) m = std::max(m, std::fabs(as_double(x)));
+  return m;
+}
+
+// The worst element of a comparison: ratio = |got - ref| / (atol + rtol * |ref|), infinite for a NaN or an
+// infinity that the reference does not have; ratio <= 1 passes.
+struct Worst {
+  double ratio = 0.0;
+  size_t at = 0;
+  double got = 0.0, ref = 0.0;
+};
+Worst compare(const std::vector<float>& got, const std::vector<float>& ref, double rtol, double atol) {
+  Worst w;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double g = got[i], r = ref[i];
+    double ratio = g == r ? 0.0 : std::fabs(g - r) / (atol + rtol * std::fabs(r));
+    if (std::isnan(ratio) || (!std::isfinite(g) && g != r)) ratio = INFINITY;
+    if (ratio > w.ratio) w = Worst{ratio, i, g, r};
+  }
+  return w;
+}
+// CHECK that got is within (rtol, atol) of ref; `label` (a std::string) names the case and the tensor.
+#define CHECK_CLOSE(gpu_values, ref_values, rtol, atol, label)                                              \
+  do {                                                                                                      \
+    const Worst w_ = compare(gpu_values, ref_values, rtol, atol);                                           \
+    CHECK(w_.ratio <= 1.0, "%s: mismatch at index %zu: gpu %.9g, reference %.9g (error %.3g x the tolerance)", \
+          std::string(label).c_str(), w_.at, w_.got, w_.ref, w_.ratio);                                      \
+  } while (0)
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+// Encoder: bit for bit (one fp32 add forward; the backward sums in the CPU's order).
+void test_encoder() {
+  const int V = 50;  // small: tokens repeat, which the backward must sum in order
+  for (int C : {1, 33, 768})
+    for (auto bt : {std::pair<int, int>{1, 1}, {3, 17}, {4, 64}}) {
+      const int B = bt.first, T = bt.second, maxT = T + 3;
+      const size_t n = size_t(B) * T * C;
+      std::vector<int32_t> inp(size_t(B) * T);
+      for (auto& id : inp) id = static_cast<int32_t>(g_rng() % V);
+      const auto wte = gauss_vec(size_t(V) * C, 1.0f), wpe = gauss_vec(size_t(maxT) * C, 1.0f);
+      const auto dout = gauss_vec(n, 1.0f);
+      const auto dwte0 = gauss_vec(wte.size(), 1.0f), dwpe0 = gauss_vec(wpe.size(), 1.0f);
+      std::vector<float> out_r(n), dwte_r = dwte0, dwpe_r = dwpe0;
+      encoder_forward(out_r.data(), inp.data(), wte.data(), wpe.data(), B, T, C, &cpu_pool());
+      encoder_backward(dwte_r.data(), dwpe_r.data(), dout.data(), inp.data(), B, T, C, &cpu_pool());
+
+      Dev<int32_t> d_inp(inp.size());
+      Dev<float> d_wte(wte.size()), d_wpe(wpe.size()), d_out(n), d_dout(n), d_dwte(wte.size()), d_dwpe(wpe.size());
+      d_inp.upload(inp);
+      d_wte.upload(wte);
+      d_wpe.upload(wpe);
+      d_dout.upload(dout);
+      d_dwte.upload(dwte0);
+      d_dwpe.upload(dwpe0);
+      d_out.poison();
+      cuda::encoder_forward(d_out.p, d_inp.p, d_wte.p, d_wpe.p, B, T, C, nullptr);
+      cuda::encoder_backward(d_dwte.p, d_dwpe.p, d_dout.p, d_inp.p, B, T, C, nullptr);
+      size_t at = first_diff(d_out.download(), out_r);
+      CHECK(at == n, "encoder_forward B=%d T=%d C=%d: differs from the CPU at index %zu", B, T, C, at);
+      at = first_diff(d_dwte.download(), dwte_r);
+      CHECK(at == wte.size(), "encoder_backward B=%d T=%d C=%d: dwte differs from the CPU at index %zu", B, T, C, at);
+      at = first_diff(d_dwpe.download(), dwpe_r);
+      CHECK(at == wpe.size(), "encoder_backward B=%d T=%d C=%d: dwpe differs from the CPU at index %zu", B, T, C, at);
+    }
+}
+
+// LayerNorm. Tolerances (fp32; the GPU's row sums are warp trees, the CPU's sequential): forward out and
+// rstd rtol 1e-4 (atol 1e-5 for out), mean atol 1e-5 x the input's scale; backward dinp rtol 1e-4 / atol
+// 1e-5 x max|dinp|, dweight and dbias (sums over N rows, in another order) atol 1e-4 x their max.
+void test_layernorm() {
+  const std::pair<int, int> shapes[] = {{1, 1}, {7, 31}, {64, 768}, {333, 1000}, {2048, 64}};
+  for (auto nc : shapes) {
+    const int N = nc.first, C = nc.second;
+    const size_t n = size_t(N) * C;
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    const float sigma = std::pow(10.0f, unit(g_rng) * 2.0f - 1.0f), offset = unit(g_rng) * 4.0f - 2.0f;
+    const auto inp = gauss_vec(n, sigma, offset);
+    const auto weight = gauss_vec(C, 1.0f, 1.0f), bias = gauss_vec(C, 0.5f);
+    std::vector<float> out_r(n), mean_r(N), rstd_r(N);
+    layernorm_forward(out_r.data(), mean_r.data(), rstd_r.data(), inp.data(), weight.data(), bias.data(), N, C,
+                      &cpu_pool());
+
+    Dev<float> d_inp(n), d_w(C), d_b(C), d_out(n), d_mean(N), d_rstd(N);
+    d_inp.upload(inp);
+    d_w.upload(weight);
+    d_b.upload(bias);
+    d_out.poison();
+    d_mean.poison();
+    d_rstd.poison();
+    cuda::layernorm_forward(d_out.p, d_mean.p, d_rstd.p, d_inp.p, d_w.p, d_b.p, N, C, nullptr);
+    const std::string tag = fmt("layernorm N=%d C=%d", N, C);
+    CHECK_CLOSE(d_out.download(), out_r, 1e-4, 1e-5, tag + " forward out");
+    CHECK_CLOSE(d_mean.download(), mean_r, 1e-5, 1e-5 * (std::fabs(offset) + sigma), tag + " forward mean");
+    CHECK_CLOSE(d_rstd.download(), rstd_r, 1e-4, 0.0, tag + " forward rstd");
+
+    // Backward from the CPU's mean and rstd (so it is tested on its own), into random starting gradients.
+    const auto dout = gauss_vec(n, 1.0f);
+    const auto dinp0 = gauss_vec(n, 1.0f), dw0 = gauss_vec(C, 1.0f), db0 = gauss_vec(C, 1.0f);
+    std::vector<float> dinp_r = dinp0, dw_r = dw0, db_r = db0;
+    layernorm_backward(dinp_r.data(), dw_r.data(), db_r.data(), dout.data(), inp.data(), weight.data(), mean_r.data(),
+                       rstd_r.data(), N, C, &cpu_pool());
+    Dev<float> d_dout(n), d_dinp(n), d_dw(C), d_db(C), d_scratch(cuda::layernorm_backward_scratch_floats(N, C));
+    d_dout.upload(dout);
+    d_dinp.upload(dinp0);
+    d_dw.upload(dw0);
+    d_db.upload(db0);
+    d_mean.upload(mean_r);
+    d_rstd.upload(rstd_r);
+    d_scratch.poison();
+    cuda::layernorm_backward(d_dinp.p, d_dw.p, d_db.p, d_scratch.p, d_dout.p, d_inp.p, d_w.p, d_mean.p, d_rstd.p, N, C,
+                             nullptr);
+    CHECK_CLOSE(d_dinp.download(), dinp_r, 1e-4, 1e-5 * max_abs(dinp_r), tag + " backward dinp");
+    CHECK_CLOSE(d_dw.download(), dw_r, 0.0, 1e-4 * max_abs(dw_r), tag + " backward dweight");
+    CHECK_CLOSE(d_db.download(), db_r, 0.0, 1e-4 * max_abs(db_r), tag + " backward dbias");
+  }
+}
+
+// GELU. Tolerances: forward rtol 1e-5 / atol 1e-6 (same fp32 operations; tanhf may differ from the host's by an
+// ulp or two); backward rtol 1e-4 / atol 1e-5, since 1 - tanh^2 amplifies that ulp for |x| > 4.
+void test_gelu() {
+  for (size_t n : {size_t(1), size_t(1000), size_t(1) << 20 | 3}) {
+    const auto inp = gauss_vec(n, 3.0f), dout = gauss_vec(n, 1.0f), dinp0 = gauss_vec(n, 1.0f);
+    std::vector<float> out_r(n), dinp_r = dinp0;
+    gelu_forward(out_r.data(), inp.data(), n, &cpu_pool());
+    gelu_backward(dinp_r.data(), inp.data(), dout.data(), n, &cpu_pool());
+    Dev<float> d_inp(n), d_out(n), d_dout(n), d_dinp(n);
+    d_inp.upload(inp);
+    d_dout.upload(dout);
+    d_dinp.upload(dinp0);
+    d_out.poison();
+    cuda::gelu_forward(d_out.p, d_inp.p, n, nullptr);
+    cuda::gelu_backward(d_dinp.p, d_inp.p, d_dout.p, n, nullptr);
+    const std::string tag = fmt("gelu n=%zu", n);
+    CHECK_CLOSE(d_out.download(), out_r, 1e-5, 1e-6, tag + " forward");
+    CHECK_CLOSE(d_dinp.download(), dinp_r, 1e-4, 1e-5, tag + " backward");
+  }
+}
+
+// Cross-entropy. Tolerances: losses rtol 1e-5 / atol 1e-5 (both sum exp in double; exp of a float differs by
+// an ulp); dlogits rtol 1e-5 / atol 1e-6 x |scale| (the target entry p - 1 cancels); scale 0 leaves the logits
+// untouched, bit for bit. The mean of the GPU losses matches the CPU's returned mean to 1e-5.
+void test_crossentropy() {
+  const std::pair<int, int> shapes[] = {{1, 1}, {5, 7}, {64, 1000}, {8, 50257}};
+  for (auto nv : shapes)
+    for (int with_grad = 0; with_grad < 2; ++with_grad) {
+      const int N = nv.first, V = nv.second;
+      const size_t n = size_t(N) * V;
+      auto logits = gauss_vec(n, 4.0f);
+      for (int k = 0; k < 4 && n > 1; ++k) logits[g_rng() % n] = (g_rng() & 1 ? 30.0f : -30.0f);  // outliers
+      std::vector<int32_t> targets(N);
+      for (auto& t : targets) t = static_cast<int32_t>(g_rng() % V);
+      const float scale = with_grad ? 1.0f / float(N) : 0.0f;
+      std::vector<float> dl_r = logits, losses_r(N);
+      const double mean_r = crossentropy_forward_backward(dl_r.data(), losses_r.data(), targets.data(), N, V, scale,
+                                                          &cpu_pool());
+      Dev<float> d_logits(n), d_losses(N);
+      Dev<int32_t> d_targets(N);
+      d_logits.upload(logits);
+      d_targets.upload(targets);
+      d_losses.poison();
+      cuda::crossentropy_forward_backward(d_logits.p, d_losses.p, d_targets.p, N, V, scale, nullptr);
+      const std::string tag = fmt("crossentropy N=%d V=%d scale=%g", N, V, double(scale));
+      const auto losses = d_losses.download();
+      CHECK_CLOSE(losses, losses_r, 1e-5, 1e-5, tag + " losses");
+      double sum = 0.0;
+      for (float l : losses) sum += l;
+      CHECK(std::fabs(sum / N - mean_r) <= 1e-5 * (1.0 + std::fabs(mean_r)), "%s: mean loss %.9g, cpu %.9g",
+            tag.c_str(), sum / N, mean_r);
+      if (with_grad) {
+        CHECK_CLOSE(d_logits.download(), dl_r, 1e-5, 1e-6 * scale, tag + " dlogits");
+      } else {
+        const size_t at = first_diff(d_logits.download(), logits);
+        CHECK(at == n, "%s: logits changed at index %zu with dlogits_scale 0", tag.c_str(), at);
+      }
+    }
+}
+
+// AdamW: the CPU's fp32 operations in its order (IEEE division and sqrt, no contraction), so expected bit for
+// bit; checked at rtol 1e-6 so that a libm difference in the host's powf would not fail it.
+void test_adamw() {
+  for (size_t n : {size_t(1), size_t(1000), (size_t(1) << 20) + 1})
+    for (int t : {1, 10, 1000}) {
+      const auto params0 = gauss_vec(n, 1.0f), m0 = gauss_vec(n, 1e-2f), grads = gauss_vec(n, 1.0f);
+      auto v0 = gauss_vec(n, 1e-4f);
+      for (auto& x : v0) x = std::fabs(x);
+      const float lr = 3e-4f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, wd = 0.1f, grad_scale = 0.7f;
+      std::vector<float> p_r = params0, m_r = m0, v_r = v0;
+      adamw_update(p_r.data(), m_r.data(), v_r.data(), grads.data(), n, lr, beta1, beta2, eps, wd, grad_scale, t,
+                   &cpu_pool());
+      Dev<float> d_p(n), d_m(n), d_v(n), d_g(n);
+      d_p.upload(params0);
+      d_m.upload(m0);
+      d_v.upload(v0);
+      d_g.upload(grads);
+      cuda::adamw_update(d_p.p, d_m.p, d_v.p, d_g.p, n, lr, beta1, beta2, eps, wd, grad_scale, t, nullptr);
+      const std::string tag = fmt("adamw n=%zu t=%d", n, t);
+      CHECK_CLOSE(d_p.download(), p_r, 1e-6, 1e-30, tag + " params");
+      CHECK_CLOSE(d_m.download(), m_r, 1e-6, 1e-30, tag + " m");
+      CHECK_CLOSE(d_v.download(), v_r, 1e-6, 1e-30, tag + " v");
+    }
+}
+
+// fp64 attention on the engine's layout, causal or not: out (B,T,C), lse (B,NH,T), and the gradients dqkv
+// (B,T,3C) of sum(out * dout). The oracle for the non-causal GPU attention (the CPU kernels are causal only).
+void attention_ref64(std::vector<double>& out, std::vector<double>& lse, std::vector<double>& dqkv,
+                     const std::vector<float>& qkv, const std::vector<float>& dout, int B, int T, int C, int NH,
+                     bool causal) {
+  const int hs = C / NH;
+  const size_t C3 = 3 * size_t(C);
+  const double scale = 1.0 / std::sqrt(double(hs));
+  out.assign(size_t(B) * T * C, 0.0);
+  lse.assign(size_t(B) * NH * T, 0.0);
+  dqkv.assign(size_t(B) * T * C3, 0.0);
+  std::vector<double> P(size_t(T) * T), dP(size_t(T) * T);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      auto at = [&](int t, int part, int d) { return double(qkv[(size_t(b) * T + t) * C3 + size_t(part) * C + h * hs + d]); };
+      auto g = [&](int t, int part, int d) -> double& { return dqkv[(size_t(b) * T + t) * C3 + size_t(part) * C + h * hs + d]; };
+      auto dO = [&](int t, int d) { return double(dout[(size_t(b) * T + t) * C + h * hs + d]); };
+      for (int i = 0; i < T; ++i) {
+        const int n = causal ? i + 1 : T;
+        double mx = -INFINITY;
+        for (int j = 0; j < n; ++j) {
+          double s = 0.0;
+          for (int d = 0; d < hs; ++d) s += at(i, 0, d) * at(j, 1, d);
+          P[size_t(i) * T + j] = s * scale;
+          mx = std::max(mx, s * scale);
+        }
+        double sum = 0.0;
+        for (int j = 0; j < n; ++j) sum += (P[size_t(i) * T + j] = std::exp(P[size_t(i) * T + j] - mx));
+        for (int j = 0; j < T; ++j) P[size_t(i) * T + j] = j < n ? P[size_t(i) * T + j] / sum : 0.0;
+        lse[(size_t(b) * NH + h) * T + i] = mx + std::log(sum);
+        for (int d = 0; d < hs; ++d) {
+          double o = 0.0;
+          for (int j = 0; j < n; ++j) o += P[size_t(i) * T + j] * at(j, 2, d);
+          out[(size_t(b) * T + i) * C + h * hs + d] = o;
+        }
+        // dP = dO V^T, then dS = P (dP - D) in place, D = sum_j P dP.
+        double D = 0.0;
+        for (int j = 0; j < n; ++j) {
+          double s = 0.0;
+          for (int d = 0; d < hs; ++d) s += dO(i, d) * at(j, 2, d);
+          dP[size_t(i) * T + j] = s;
+          D += P[size_t(i) * T + j] * s;
+        }
+        for (int j = 0; j < T; ++j) dP[size_t(i) * T + j] = j < n ? P[size_t(i) * T + j] * (dP[size_t(i) * T + j] - D) : 0.0;
+      }
+      for (int i = 0; i < T; ++i)
+        for (int j = 0; j < T; ++j) {
+          const double p = P[size_t(i) * T + j], ds = dP[size_t(i) * T + j];
+          if (p == 0.0 && ds == 0.0) continue;
+          for (int d = 0; d < hs; ++d) {
+            g(i, 0, d) += scale * ds * at(j, 1, d);
+            g(j, 1, d) += scale * ds * at(i, 0, d);
+            g(j, 2, d) += p * dO(i, d);
+          }
+        }
+    }
+}
+
+std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+std::vector<float> bf16_to_floats(const std::vector<uint16_t>& v) {
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); ++i) f[i] = cuda::bf16_to_float(v[i]);
+  return f;
+}
+// Random bf16 values: the bits for the device and the same values as floats for the references.
+void bf16_gauss(std::vector<uint16_t>& bits, std::vector<float>& vals, size_t n, float sigma) {
+  bits.resize(n);
+  vals.resize(n);
+  std::normal_distribution<float> gauss(0.0f, sigma);
+  for (size_t i = 0; i < n; ++i) {
+    bits[i] = cuda::bf16_from_float(gauss(g_rng));
+    vals[i] = cuda::bf16_to_float(bits[i]);
+  }
+}
+// Part `part` (0 q, 1 k, 2 v) of a (B*T, 3C) tensor.
+std::vector<float> qkv_part(const std::vector<float>& x, size_t rows, int C, int part) {
+  std::vector<float> p(rows * C);
+  for (size_t r = 0; r < rows; ++r)
+    std::memcpy(&p[r * C], &x[r * 3 * C + size_t(part) * C], sizeof(float) * C);
+  return p;
+}
+
+// Flash attention, bf16 in and out. The references run on the same bf16-rounded inputs in fp32 (causal: the
+// CPU's attention_flash_*) or fp64 (non-causal: attention_ref64). Tolerances, as a fraction of the largest
+// |reference| of each tensor (the GPU rounds out and dqkv to bf16, 2^-9 relative, and P and dS to bf16 before
+// their products): out 2e-2; dq, dk, dv 3e-2 each, plus 1e-4 absolute (at T = 1, dq and dk are 0 up to
+// rounding); lse (fp32, scores accumulated exactly from bf16 products) 1e-3 absolute. T covers one row,
+// partial tiles, a tile multiple and several tiles.
+void test_attention() {
+  if (g_sm_major < 8) {
+    std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
+    return;
+  }
+  cudaStream_t stream;
+  CUDA_CHECK(cudaStreamCreate(&stream));
+  for (int hs : {64, 128})
+    for (int T : {1, 17, 64, 100, 257, 513})
+      for (int causal = 1; causal >= 0; --causal) {
+        const int B = 2, NH = 2, C = NH * hs;
+        const size_t rows = size_t(B) * T, nqkv = rows * 3 * C, nout = rows * C, nlse = size_t(B) * NH * T;
+        std::vector<uint16_t> qkv_bits, dout_bits;
+        std::vector<float> qkv, dout;
+        bf16_gauss(qkv_bits, qkv, nqkv, 1.5f);
+        bf16_gauss(dout_bits, dout, nout, 1.0f);
+
+        std::vector<float> out_r(nout), lse_r(nlse), dqkv_r(nqkv);
+        if (causal) {
+          attention_flash_forward(out_r.data(), lse_r.data(), qkv.data(), B, T, C, NH, &cpu_pool());
+          attention_flash_backward(dqkv_r.data(), dout.data(), qkv.data(), out_r.data(), lse_r.data(), B, T, C, NH,
+                                   &cpu_pool());
+        } else {
+          std::vector<double> o64, l64, g64;
+          attention_ref64(o64, l64, g64, qkv, dout, B, T, C, NH, false);
+          out_r = to_float(o64);
+          lse_r = to_float(l64);
+          dqkv_r = to_float(g64);
+        }
+
+        Dev<uint16_t> d_qkv(nqkv), d_dout(nout), d_out(nout), d_dqkv(nqkv);
+        Dev<float> d_lse(nlse), d_delta(nlse);
+        d_qkv.upload(qkv_bits);
+        d_dout.upload(dout_bits);
+        d_out.poison();
+        d_dqkv.poison();
+        d_lse.poison();
+        d_delta.poison();
+        void* s = causal ? nullptr : stream;
+        cuda::attention_forward(d_out.p, d_lse.p, d_qkv.p, B, T, C, NH, causal != 0, s);
+        cuda::attention_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, C, NH, causal != 0, s);
+        CUDA_CHECK(cudaDeviceSynchronize());
+
+        const std::string tag = fmt("attention hs=%d T=%d %s", hs, T, causal ? "causal" : "non-causal");
+        CHECK_CLOSE(bf16_to_floats(d_out.download()), out_r, 0.0, 2e-2 * max_abs(out_r), tag + " out");
+        CHECK_CLOSE(d_lse.download(), lse_r, 0.0, 1e-3, tag + " lse");
+        const auto dqkv = bf16_to_floats(d_dqkv.download());
+        const char* names[] = {" dq", " dk", " dv"};
+        for (int part = 0; part < 3; ++part) {
+          const auto ref = qkv_part(dqkv_r, rows, C, part);
+          CHECK_CLOSE(qkv_part(dqkv, rows, C, part), ref, 0.0, 3e-2 * max_abs(ref) + 1e-4, tag + names[part]);
+        }
+      }
+  CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// Bad dimensions are refused before anything is launched, naming the argument.
+void test_layer_bad_args() {
+  auto message = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  std::string m = message([] { cuda::attention_forward(nullptr, nullptr, nullptr, 1, 8, 96, 3, true, nullptr); });
+  CHECK(m.find("head size") != std::string::npos, "attention head size 32 accepted or misreported: '%s'", m.c_str());
+  m = message([] { cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 8, 130, 2, false,
+                                            nullptr); });
+  CHECK(m.find("head size") != std::string::npos, "attention head size 65 accepted or misreported: '%s'", m.c_str());
+  m = message([] { cuda::attention_forward(nullptr, nullptr, nullptr, 1, 8, 100, 3, true, nullptr); });
+  CHECK(m.find("NH") != std::string::npos, "attention C %% NH != 0 accepted or misreported: '%s'", m.c_str());
+  m = message([] { cuda::layernorm_forward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, -1, 8, nullptr); });
+  CHECK(m.find("N = -1") != std::string::npos, "layernorm N = -1 accepted or misreported: '%s'", m.c_str());
+  m = message([] { cuda::adamw_update(nullptr, nullptr, nullptr, nullptr, 8, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.f, 1.f, 0,
+                                      nullptr); });
+  CHECK(m.find("t = 0") != std::string::npos, "adamw t = 0 accepted or misreported: '%s'", m.c_str());
+  m = message([] { cuda::crossentropy_forward_backward(nullptr, nullptr, nullptr, 4, 0, 1.f, nullptr); });
+  CHECK(m.find("V = 0") != std::string::npos, "crossentropy V = 0 accepted or misreported: '%s'", m.c_str());
+  // Zero-sized work launches nothing (and so accepts null pointers).
+  cuda::gelu_forward(nullptr, nullptr, 0, nullptr);
+  cuda::encoder_forward(nullptr, nullptr, nullptr, nullptr, 0, 5, 8, nullptr);
+  cuda::attention_forward(nullptr, nullptr, nullptr, 2, 0, 128, 2, true, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -360,6 +772,7 @@ int main(int argc, char** argv) {
   g_rng.seed(seed);
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  g_sm_major = prop.major;
   std::printf("GPU suite on %s (sm_%d%d), seed %llu (repeat with COVENANT_GPU_TEST_SEED=%llu)\n", prop.name,
               prop.major, prop.minor, seed, seed);
   const covenant_test::Test tests[] = {
@@ -367,6 +780,13 @@ int main(int argc, char** argv) {
       {"gpu_dequantize", test_dequantize},
       {"gpu_error_feedback", test_error_feedback},
       {"gpu_bad_input", test_bad_input},
+      {"gpu_encoder", test_encoder},
+      {"gpu_layernorm", test_layernorm},
+      {"gpu_gelu", test_gelu},
+      {"gpu_crossentropy", test_crossentropy},
+      {"gpu_adamw", test_adamw},
+      {"gpu_attention", test_attention},
+      {"gpu_layer_bad_args", test_layer_bad_args},
   };
   return covenant_test::run_tests(tests, argc, argv);
 }

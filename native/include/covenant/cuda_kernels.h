@@ -1,0 +1,99 @@
+// The GPT engine's layer kernels on a CUDA device: the same operations as kernels.h (the CPU path, their
+// numerical reference), on device memory. Built only where CMake finds the CUDA toolkit (COVENANT_HAVE_CUDA=1);
+// no CUDA types appear here.
+// Dimensions: B batch, T time, C channels, NH heads, hs = C/NH head size, V vocabulary, N = B*T rows.
+// Argument order: outputs (gradients prefixed d), scratch, then inputs, then dimensions, then the stream.
+//
+// Every pointer is DEVICE memory (cudaMalloc); `stream` is a cudaStream_t passed as void* (nullptr: the legacy
+// default stream). The calls are ASYNCHRONOUS: each checks its arguments (std::invalid_argument naming the bad
+// one), enqueues its kernels on `stream` and checks the launch (std::runtime_error naming the kernel, file and
+// line); a fault while a kernel runs surfaces at the next synchronizing CUDA call. Zero-sized work launches
+// nothing. Inputs must not alias outputs except where a kernel says "in place".
+//
+// Accumulate or overwrite, as on the CPU: every *_backward ACCUMULATES (+=) into the gradients it produces,
+// except attention_backward, which OVERWRITES dqkv (as attention_flash_backward does).
+//
+// bf16 tensors are raw bit patterns (uint16_t: the upper half of an fp32), as safetensors stores them; the
+// inline helpers below convert on the host.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace covenant {
+namespace cuda {
+
+// fp32 -> bf16, round to nearest even (what __float2bfloat16_rn does); NaN stays a (quiet) NaN.
+inline uint16_t bf16_from_float(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+inline float bf16_to_float(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// ---- encoder (token + position embedding), fp32 ----
+// out (B,T,C) = wte[inp] + wpe[t]; inp (B,T) token ids already checked to be < V (as on the CPU).
+void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, int B, int T, int C,
+                     void* stream);
+// dwte (V,C) += ..., dwpe (>= T rows, C) += ... (ACCUMULATE). Deterministic and bit-identical with the CPU's
+// encoder_backward: each channel's sums run in the CPU's order (row bt = 0, 1, ...) on one thread, so no
+// atomics. dwte is therefore parallel over C channels only (latency-bound for large B*T; see encoder.cu).
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, int B, int T, int C,
+                      void* stream);
+
+// ---- LayerNorm over the last dimension, fp32, eps 1e-5 ----
+// out (N,C), mean (N), rstd (N) from inp (N,C), weight (C), bias (C).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int N, int C, void* stream);
+// Floats of device scratch layernorm_backward needs (per-block partial sums of dweight and dbias).
+size_t layernorm_backward_scratch_floats(int N, int C);
+// dinp (N,C) +=, dweight (C) +=, dbias (C) += (ACCUMULATE); scratch (layernorm_backward_scratch_floats) is
+// overwritten. Deterministic: dweight/dbias are summed per block of rows in row order, then over blocks in
+// block order (fixed by N, not by the device).
+void layernorm_backward(float* dinp, float* dweight, float* dbias, float* scratch, const float* dout,
+                        const float* inp, const float* weight, const float* mean, const float* rstd, int N, int C,
+                        void* stream);
+
+// ---- GELU, tanh approximation (as GPT-2), fp32, n elements ----
+void gelu_forward(float* out, const float* inp, size_t n, void* stream);
+// dinp (n) += gelu'(inp) * dout (ACCUMULATES).
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, void* stream);
+
+// ---- softmax cross-entropy fused with its backward, fp32 ----
+// logits (N,V), targets (N) in [0, V). losses (N) = logsumexp(row) - row[target] (a target outside [0, V)
+// gives a NaN loss and no gradient). With dlogits_scale != 0, logits are overwritten IN PLACE by
+// (softmax(row) - onehot(target)) * dlogits_scale, as crossentropy_forward_backward does. Unlike the CPU call
+// it returns nothing: the mean loss is the caller's sum over losses / N (avoids a synchronization here).
+// Reads each row twice (an online max and sum, then the gradient) and writes it once.
+void crossentropy_forward_backward(float* logits, float* losses, const int32_t* targets, int N, int V,
+                                   float dlogits_scale, void* stream);
+
+// ---- AdamW on fp32 master weights (bias-corrected, decoupled weight decay), t >= 1 ----
+// params, m, v (n) UPDATED in place from grads (n) * grad_scale; the same fp32 operations in the same order
+// as adamw_update (bias corrections computed on the host with the same powf).
+void adamw_update(float* params, float* m, float* v, const float* grads, size_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, float grad_scale, int t, void* stream);
+
+// ---- attention (FlashAttention-2 style), bf16 in and out, fp32 accumulation on tensor cores ----
+// Needs compute capability 8.0 or later (mma.sync bf16). Head size hs = C/NH must be 64 or 128; any T >= 1.
+// Layout (the engine's, as kernels.h): qkv (B,T,3C) bf16 holds q, k, v at columns [0,C), [C,2C), [2C,3C) of
+// each row, each NH heads of hs; out (B,T,C) bf16; lse (B,NH,T) fp32, the natural-log log-sum-exp of each
+// query row's scores q.k/sqrt(hs) over the keys it sees (all keys, or keys t2 <= t when causal).
+// qkv and dout must be 16-byte aligned (cudaMalloc is); out and dqkv 4-byte aligned.
+void attention_forward(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH, bool causal,
+                       void* stream);
+// dqkv (B,T,3C) bf16 OVERWRITTEN with the gradients of q, k, v; delta (B,NH,T) fp32 scratch, overwritten
+// (rowsum(dout * out), written by the dq pass and read by the dk/dv pass); dout (B,T,C); qkv, out and lse are
+// the forward's. Two kernels, no atomics: deterministic.
+void attention_backward(uint16_t* dqkv, float* delta, const uint16_t* dout, const uint16_t* qkv, const uint16_t* out,
+                        const float* lse, int B, int T, int C, int NH, bool causal, void* stream);
+
+}  // namespace cuda
+}  // namespace covenant

@@ -1,0 +1,609 @@
+// Flash attention (FlashAttention-2 style) on a CUDA device: bf16 inputs and outputs, fp32 accumulation on
+// tensor cores (mma.sync m16n8k16 bf16, sm_80 and later), online softmax, causal or not, head size 64 or 128
+// (template parameter), any T (partial tiles are masked). Oracle: attention_flash_forward / _backward in
+// native/kernels/cpu/attention_flash.cpp (causal, fp32); the GPU suite also checks the non-causal case
+// against an fp64 host reference.
+//
+// Layout (the engine's, see include/covenant/cuda_kernels.h): qkv (B,T,3C) bf16 with q, k, v at column
+// offsets 0, C, 2C, head h at h*hs within each; out, dout (B,T,C) bf16; lse, delta (B,NH,T) fp32; dqkv
+// (B,T,3C) bf16, OVERWRITTEN. Scores are s = q.k * scale, scale = 1/sqrt(hs); the kernels work in the log2
+// domain (s * log2(e), exp2f) and store lse in natural log.
+//
+// Work split (4 warps = 128 threads per block, every block on one (batch, head) = blockIdx.y):
+//   forward     - a block owns 64 query rows, a warp 16 of them; the warp keeps its Q fragments and its O
+//                 accumulator in registers, and walks 64-key tiles of K and V staged in shared memory:
+//                 S = Q K^T, online softmax (running max m, running sum l), O += P V. Causal blocks stop at
+//                 their last row's diagonal, and are launched heaviest first.
+//   backward    - two kernels, no atomics (deterministic):
+//     dq pass   - like the forward (64 query rows per block; 64-key tiles, or 32 when hs = 128 to stay within
+//                 registers): D = rowsum(dO * O) for its rows (written to delta), then per key tile
+//                 P = exp(S - lse), dP = dO V^T, dS = P (dP - D), dQ += dS K. dq = scale * dQ.
+//     dk/dv pass- a block owns 64 keys, a warp 16 of them; per 32-row query tile (Q, dO, lse, delta staged in
+//                 shared memory): S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D); dV += P^T dO,
+//                 dK += dS^T Q. dk = scale * dK. Causal blocks start at the first query tile that sees them.
+// P and dS are rounded to bf16 for their products (as FlashAttention does); every sum is fp32.
+//
+// Fragments follow the PTX ISA layout of mma.m16n8k16 (g = lane / 4, t = lane % 4):
+//   A (16x16, row-major) a0: (g, 2t..2t+1) a1: (g+8, 2t..) a2: (g, 2t+8..) a3: (g+8, 2t+8..)
+//   B (16x8, k x n)      b0: (k = 2t..2t+1, n = g)  b1: (k = 2t+8..2t+9, n = g)
+//   C (16x8, f32)        c0,c1: (g, 2t..2t+1)  c2,c3: (g+8, 2t..2t+1)
+// the lower-indexed element of each pair in the low 16 bits. A score accumulator (C layout) is reused as the
+// A operand of the next product by packing pairs (c0,c1), (c2,c3) of two adjacent n-tiles. Shared tiles are
+// row-major with rows padded by 8 bf16 (16 bytes), which makes every fragment load below bank-conflict free;
+// B operands whose k runs along a tile's rows (V in P V, K in dS K, Q and dO in the dk/dv products) are
+// gathered as two 16-bit loads per register.
+#include <cuda_bf16.h>
+
+#include <cmath>
+
+#include "common.cuh"
+#include "covenant/cuda_kernels.h"
+
+namespace covenant {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kBlockRows = 16 * kWarps;  // query rows per forward / dq block, keys per dk/dv block
+constexpr int kDkdvQueryTile = 32;       // query rows per step of the dk/dv pass
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// ---- fragments ----
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t ld32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint32_t pack_bits(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
+__device__ __forceinline__ uint32_t pack_f32(float lo, float hi) {
+  return pack_bits(__bfloat16_as_ushort(__float2bfloat16_rn(lo)), __bfloat16_as_ushort(__float2bfloat16_rn(hi)));
+}
+// Sum of the products of the two bf16 pairs a and b, in fp32.
+__device__ __forceinline__ float dot_pair(uint32_t a, uint32_t b) {
+  return __uint_as_float(a << 16) * __uint_as_float(b << 16) +
+         __uint_as_float(a & 0xffff0000u) * __uint_as_float(b & 0xffff0000u);
+}
+
+// A fragments of rows ra = row0 + g and rb = ra + 8 of a global row-major bf16 matrix (rows of `ld`, HS
+// columns used), for every 16-column chunk; rows at or past T read as zero.
+template <int HS>
+__device__ __forceinline__ void load_a_rows_global(uint32_t (&f)[HS / 16][4], const uint16_t* src, size_t ld, int ra,
+                                                   int rb, int T, int t) {
+#pragma unroll
+  for (int kc = 0; kc < HS / 16; ++kc) {
+    const int c = kc * 16 + 2 * t;
+    f[kc][0] = ra < T ? ld32(src + size_t(ra) * ld + c) : 0u;
+    f[kc][1] = rb < T ? ld32(src + size_t(rb) * ld + c) : 0u;
+    f[kc][2] = ra < T ? ld32(src + size_t(ra) * ld + c + 8) : 0u;
+    f[kc][3] = rb < T ? ld32(src + size_t(rb) * ld + c + 8) : 0u;
+  }
+}
+
+// A fragment (16 rows from m0, 16 columns from k0) of a shared row-major tile with row stride S.
+__device__ __forceinline__ void load_a_smem(uint32_t (&a)[4], const uint16_t* s, int S, int m0, int k0, int g,
+                                            int t) {
+  const uint16_t* p = s + (m0 + g) * S + k0 + 2 * t;
+  a[0] = ld32(p);
+  a[1] = ld32(p + 8 * S);
+  a[2] = ld32(p + 8);
+  a[3] = ld32(p + 8 * S + 8);
+}
+
+// B fragment (k0..k0+15, n0..n0+7) where B[k][n] = tile[n][k] (the tile's rows are B's columns: K in Q K^T).
+__device__ __forceinline__ void load_b_rows_n(uint32_t& b0, uint32_t& b1, const uint16_t* s, int S, int n0, int k0,
+                                              int g, int t) {
+  const uint16_t* p = s + (n0 + g) * S + k0 + 2 * t;
+  b0 = ld32(p);
+  b1 = ld32(p + 8);
+}
+
+// B fragment (k0..k0+15, n0..n0+7) where B[k][n] = tile[k][n] (the tile's rows are B's rows: V in P V).
+__device__ __forceinline__ void load_b_rows_k(uint32_t& b0, uint32_t& b1, const uint16_t* s, int S, int k0, int n0,
+                                              int g, int t) {
+  const uint16_t* p = s + (k0 + 2 * t) * S + n0 + g;
+  b0 = pack_bits(p[0], p[S]);
+  b1 = pack_bits(p[8 * S], p[9 * S]);
+}
+
+// The A fragment for 16-column chunk kc of a 16 x (8 * NT) accumulator (C layout), rounded to bf16.
+template <int NT>
+__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&acc)[NT][4], int kc) {
+  a[0] = pack_f32(acc[2 * kc][0], acc[2 * kc][1]);
+  a[1] = pack_f32(acc[2 * kc][2], acc[2 * kc][3]);
+  a[2] = pack_f32(acc[2 * kc + 1][0], acc[2 * kc + 1][1]);
+  a[3] = pack_f32(acc[2 * kc + 1][2], acc[2 * kc + 1][3]);
+}
+
+template <int N>
+__device__ __forceinline__ void zero(float (&acc)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+}
+
+// Sum over the 4 threads of a quad (the threads that share a row of a C fragment).
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  return v;
+}
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+  return v;
+}
+
+// Copies rows [r0, r0 + R) (HS bf16 each, rows of `ld` in src) into the shared tile s (R, HS + 8) with 16-byte
+// loads and stores; rows at or past T become zero (a masked probability times a zero is 0, never NaN).
+template <int HS, int R>
+__device__ __forceinline__ void stage_rows(uint16_t* s, const uint16_t* src, size_t ld, int r0, int T) {
+  constexpr int kChunks = HS / 8;
+  constexpr int S = HS + 8;
+  for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (r0 + r < T) v = *reinterpret_cast<const uint4*>(src + size_t(r0 + r) * ld + c);
+    *reinterpret_cast<uint4*>(s + r * S + c) = v;
+  }
+}
+
+// ---- forward ----
+
+// out (B,T,C) bf16, lse (B,NH,T) fp32 (OVERWRITE) from qkv (B,T,3C). grid (ceil(T/64), B*NH).
+template <int HS, bool CAUSAL>
+__global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* __restrict__ out,
+                                                                     float* __restrict__ lse,
+                                                                     const uint16_t* __restrict__ qkv, int T, int C,
+                                                                     int NH, float scale_log2) {
+  constexpr int BK = 64;  // keys per tile
+  constexpr int S = HS + 8;
+  constexpr int NK = BK / 8;  // score n-tiles
+  constexpr int NO = HS / 8;  // output n-tiles
+  __shared__ __align__(16) uint16_t sK[BK * S];
+  __shared__ __align__(16) uint16_t sV[BK * S];
+
+  const int qtile = CAUSAL ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const size_t ld = 3 * size_t(C);
+  const uint16_t* q_src = qkv + size_t(b) * T * ld + size_t(h) * HS;
+  const uint16_t* k_src = q_src + C;
+  const uint16_t* v_src = q_src + 2 * size_t(C);
+  const int q0 = qtile * kBlockRows;
+  const int ra = q0 + warp * 16 + g, rb = ra + 8;  // this thread's two rows
+
+  uint32_t qf[HS / 16][4];
+  load_a_rows_global<HS>(qf, q_src, ld, ra, rb, T, t);
+  float o[NO][4];
+  zero(o);
+  float ma = -INFINITY, mb = -INFINITY;  // running max (log2 domain), rows ra and rb
+  float la = 0.f, lb = 0.f;              // this thread's part of the running sums
+
+  const int kend = CAUSAL ? min(T, q0 + kBlockRows) : T;
+  for (int k0 = 0; k0 < kend; k0 += BK) {
+    __syncthreads();  // every warp is done with the previous tile
+    stage_rows<HS, BK>(sK, k_src, ld, k0, T);
+    stage_rows<HS, BK>(sV, v_src, ld, k0, T);
+    __syncthreads();
+
+    float s[NK][4];
+    zero(s);
+#pragma unroll
+    for (int kc = 0; kc < HS / 16; ++kc)
+#pragma unroll
+      for (int n = 0; n < NK; ++n) {
+        uint32_t b0, b1;
+        load_b_rows_n(b0, b1, sK, S, n * 8, kc * 16, g, t);
+        mma_bf16(s[n], qf[kc], b0, b1);
+      }
+
+    float mxa = ma, mxb = mb;
+#pragma unroll
+    for (int n = 0; n < NK; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = k0 + n * 8 + 2 * t + (e & 1);
+        const int i = e < 2 ? ra : rb;
+        const bool ok = j < T && (!CAUSAL || j <= i);
+        s[n][e] = ok ? s[n][e] * scale_log2 : -INFINITY;
+        if (e < 2) mxa = fmaxf(mxa, s[n][e]);
+        else mxb = fmaxf(mxb, s[n][e]);
+      }
+    mxa = quad_max(mxa);
+    mxb = quad_max(mxb);
+    // A row that has seen no key yet keeps max -inf; subtracting 0 then keeps exp2f(-inf) = 0 (not NaN).
+    const float ua = mxa == -INFINITY ? 0.f : mxa, ub = mxb == -INFINITY ? 0.f : mxb;
+    const float ca = exp2f(ma - ua), cb = exp2f(mb - ub);
+    ma = mxa;
+    mb = mxb;
+    float suma = 0.f, sumb = 0.f;
+#pragma unroll
+    for (int n = 0; n < NK; ++n) {
+      s[n][0] = exp2f(s[n][0] - ua);
+      s[n][1] = exp2f(s[n][1] - ua);
+      s[n][2] = exp2f(s[n][2] - ub);
+      s[n][3] = exp2f(s[n][3] - ub);
+      suma += s[n][0] + s[n][1];
+      sumb += s[n][2] + s[n][3];
+    }
+    la = la * ca + suma;
+    lb = lb * cb + sumb;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+      o[n][0] *= ca;
+      o[n][1] *= ca;
+      o[n][2] *= cb;
+      o[n][3] *= cb;
+    }
+#pragma unroll
+    for (int kc = 0; kc < BK / 16; ++kc) {
+      uint32_t pa[4];
+      acc_to_a<NK>(pa, s, kc);
+#pragma unroll
+      for (int n = 0; n < NO; ++n) {
+        uint32_t b0, b1;
+        load_b_rows_k(b0, b1, sV, S, kc * 16, n * 8, g, t);
+        mma_bf16(o[n], pa, b0, b1);
+      }
+    }
+  }
+
+  la = quad_sum(la);
+  lb = quad_sum(lb);
+  const float ia = 1.f / la, ib = 1.f / lb;
+  uint16_t* o_dst = out + size_t(b) * T * C + size_t(h) * HS;
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    const int c = n * 8 + 2 * t;
+    if (ra < T) *reinterpret_cast<uint32_t*>(o_dst + size_t(ra) * C + c) = pack_f32(o[n][0] * ia, o[n][1] * ia);
+    if (rb < T) *reinterpret_cast<uint32_t*>(o_dst + size_t(rb) * C + c) = pack_f32(o[n][2] * ib, o[n][3] * ib);
+  }
+  if (t == 0) {
+    if (ra < T) lse[size_t(bh) * T + ra] = (ma + log2f(la)) * kLn2;
+    if (rb < T) lse[size_t(bh) * T + rb] = (mb + log2f(lb)) * kLn2;
+  }
+}
+
+// ---- backward, pass 1: dq (and delta) ----
+
+// The q part of dqkv (B,T,3C) and delta (B,NH,T) (OVERWRITE). grid (ceil(T/64), B*NH).
+template <int HS, bool CAUSAL>
+__global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
+    uint16_t* __restrict__ dqkv, float* __restrict__ delta, const uint16_t* __restrict__ dout,
+    const uint16_t* __restrict__ qkv, const uint16_t* __restrict__ out, const float* __restrict__ lse, int T, int C,
+    int NH, float scale, float scale_log2) {
+  constexpr int BK = HS == 128 ? 32 : 64;  // keys per tile
+  constexpr int S = HS + 8;
+  constexpr int NK = BK / 8;
+  constexpr int NO = HS / 8;
+  __shared__ __align__(16) uint16_t sK[BK * S];
+  __shared__ __align__(16) uint16_t sV[BK * S];
+
+  const int qtile = CAUSAL ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const size_t ld = 3 * size_t(C);
+  const uint16_t* q_src = qkv + size_t(b) * T * ld + size_t(h) * HS;
+  const uint16_t* k_src = q_src + C;
+  const uint16_t* v_src = q_src + 2 * size_t(C);
+  const uint16_t* do_src = dout + size_t(b) * T * C + size_t(h) * HS;
+  const uint16_t* o_src = out + size_t(b) * T * C + size_t(h) * HS;
+  const int q0 = qtile * kBlockRows;
+  const int ra = q0 + warp * 16 + g, rb = ra + 8;
+
+  uint32_t qf[HS / 16][4], df[HS / 16][4];
+  load_a_rows_global<HS>(qf, q_src, ld, ra, rb, T, t);
+  load_a_rows_global<HS>(df, do_src, C, ra, rb, T, t);
+
+  // D = rowsum(dO * O): each thread takes the columns its dO fragments hold, then the quad sums.
+  float Da = 0.f, Db = 0.f;
+#pragma unroll
+  for (int kc = 0; kc < HS / 16; ++kc) {
+    const int c = kc * 16 + 2 * t;
+    if (ra < T) Da += dot_pair(df[kc][0], ld32(o_src + size_t(ra) * C + c)) +
+                      dot_pair(df[kc][2], ld32(o_src + size_t(ra) * C + c + 8));
+    if (rb < T) Db += dot_pair(df[kc][1], ld32(o_src + size_t(rb) * C + c)) +
+                      dot_pair(df[kc][3], ld32(o_src + size_t(rb) * C + c + 8));
+  }
+  Da = quad_sum(Da);
+  Db = quad_sum(Db);
+  if (t == 0) {
+    if (ra < T) delta[size_t(bh) * T + ra] = Da;
+    if (rb < T) delta[size_t(bh) * T + rb] = Db;
+  }
+  const float La = ra < T ? lse[size_t(bh) * T + ra] * kLog2e : 0.f;
+  const float Lb = rb < T ? lse[size_t(bh) * T + rb] * kLog2e : 0.f;
+
+  float dq[NO][4];
+  zero(dq);
+  const int kend = CAUSAL ? min(T, q0 + kBlockRows) : T;
+  for (int k0 = 0; k0 < kend; k0 += BK) {
+    __syncthreads();
+    stage_rows<HS, BK>(sK, k_src, ld, k0, T);
+    stage_rows<HS, BK>(sV, v_src, ld, k0, T);
+    __syncthreads();
+
+    float s[NK][4], dp[NK][4];
+    zero(s);
+    zero(dp);
+#pragma unroll
+    for (int kc = 0; kc < HS / 16; ++kc)
+#pragma unroll
+      for (int n = 0; n < NK; ++n) {
+        uint32_t b0, b1;
+        load_b_rows_n(b0, b1, sK, S, n * 8, kc * 16, g, t);
+        mma_bf16(s[n], qf[kc], b0, b1);
+        load_b_rows_n(b0, b1, sV, S, n * 8, kc * 16, g, t);
+        mma_bf16(dp[n], df[kc], b0, b1);
+      }
+    // s becomes dS = P (dP - D); masked entries (and rows past T) are 0.
+#pragma unroll
+    for (int n = 0; n < NK; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = k0 + n * 8 + 2 * t + (e & 1);
+        const int i = e < 2 ? ra : rb;
+        const bool ok = i < T && j < T && (!CAUSAL || j <= i);
+        const float p = ok ? exp2f(s[n][e] * scale_log2 - (e < 2 ? La : Lb)) : 0.f;
+        s[n][e] = p * (dp[n][e] - (e < 2 ? Da : Db));
+      }
+#pragma unroll
+    for (int kc = 0; kc < BK / 16; ++kc) {
+      uint32_t a[4];
+      acc_to_a<NK>(a, s, kc);
+#pragma unroll
+      for (int n = 0; n < NO; ++n) {
+        uint32_t b0, b1;
+        load_b_rows_k(b0, b1, sK, S, kc * 16, n * 8, g, t);
+        mma_bf16(dq[n], a, b0, b1);
+      }
+    }
+  }
+
+  uint16_t* dq_dst = dqkv + size_t(b) * T * ld + size_t(h) * HS;
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    const int c = n * 8 + 2 * t;
+    if (ra < T)
+      *reinterpret_cast<uint32_t*>(dq_dst + size_t(ra) * ld + c) = pack_f32(dq[n][0] * scale, dq[n][1] * scale);
+    if (rb < T)
+      *reinterpret_cast<uint32_t*>(dq_dst + size_t(rb) * ld + c) = pack_f32(dq[n][2] * scale, dq[n][3] * scale);
+  }
+}
+
+// ---- backward, pass 2: dk and dv ----
+
+template <int HS>
+constexpr size_t dkdv_smem_bytes() {
+  return (2 * size_t(kBlockRows) + 2 * size_t(kDkdvQueryTile)) * (HS + 8) * sizeof(uint16_t) +
+         2 * size_t(kDkdvQueryTile) * sizeof(float);
+}
+
+// The k and v parts of dqkv (B,T,3C) (OVERWRITE). grid (ceil(T/64), B*NH), dynamic shared memory
+// dkdv_smem_bytes<HS>(): K and V of the block's 64 keys, and the current query tile's Q, dO, lse and delta.
+template <int HS, bool CAUSAL>
+__global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
+    uint16_t* __restrict__ dqkv, const uint16_t* __restrict__ dout, const uint16_t* __restrict__ qkv,
+    const float* __restrict__ lse, const float* __restrict__ delta, int T, int C, int NH, float scale,
+    float scale_log2) {
+  constexpr int BQ = kDkdvQueryTile;
+  constexpr int S = HS + 8;
+  constexpr int NQ = BQ / 8;  // score n-tiles (queries)
+  constexpr int NO = HS / 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint16_t* sK = reinterpret_cast<uint16_t*>(smem);  // (64, S)
+  uint16_t* sV = sK + kBlockRows * S;                 // (64, S)
+  uint16_t* sQ = sV + kBlockRows * S;                 // (BQ, S)
+  uint16_t* sdO = sQ + BQ * S;                        // (BQ, S)
+  float* sL = reinterpret_cast<float*>(sdO + BQ * S);  // (BQ) lse * log2(e)
+  float* sD = sL + BQ;                                 // (BQ) delta
+
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const size_t ld = 3 * size_t(C);
+  const uint16_t* q_src = qkv + size_t(b) * T * ld + size_t(h) * HS;
+  const uint16_t* k_src = q_src + C;
+  const uint16_t* v_src = q_src + 2 * size_t(C);
+  const uint16_t* do_src = dout + size_t(b) * T * C + size_t(h) * HS;
+  const float* lse_bh = lse + size_t(bh) * T;
+  const float* delta_bh = delta + size_t(bh) * T;
+  const int k0 = blockIdx.x * kBlockRows;
+  const int kw = warp * 16;             // the warp's first key row in sK / sV
+  const int ja = k0 + kw + g, jb = ja + 8;  // this thread's two keys
+
+  stage_rows<HS, kBlockRows>(sK, k_src, ld, k0, T);
+  stage_rows<HS, kBlockRows>(sV, v_src, ld, k0, T);
+  float dk[NO][4], dv[NO][4];
+  zero(dk);
+  zero(dv);
+
+  const int qstart = CAUSAL ? (k0 / BQ) * BQ : 0;
+  for (int q0 = qstart; q0 < T; q0 += BQ) {
+    __syncthreads();  // every warp is done with the previous query tile (and sK, sV are staged)
+    stage_rows<HS, BQ>(sQ, q_src, ld, q0, T);
+    stage_rows<HS, BQ>(sdO, do_src, C, q0, T);
+    for (int i = threadIdx.x; i < BQ; i += kThreads) {
+      const bool in = q0 + i < T;
+      sL[i] = in ? lse_bh[q0 + i] * kLog2e : 0.f;
+      sD[i] = in ? delta_bh[q0 + i] : 0.f;
+    }
+    __syncthreads();
+
+    float s[NQ][4], dp[NQ][4];  // S^T and dP^T: 16 keys x BQ queries
+    zero(s);
+    zero(dp);
+#pragma unroll
+    for (int kc = 0; kc < HS / 16; ++kc) {
+      uint32_t ka[4], va[4];
+      load_a_smem(ka, sK, S, kw, kc * 16, g, t);
+      load_a_smem(va, sV, S, kw, kc * 16, g, t);
+#pragma unroll
+      for (int n = 0; n < NQ; ++n) {
+        uint32_t b0, b1;
+        load_b_rows_n(b0, b1, sQ, S, n * 8, kc * 16, g, t);
+        mma_bf16(s[n], ka, b0, b1);
+        load_b_rows_n(b0, b1, sdO, S, n * 8, kc * 16, g, t);
+        mma_bf16(dp[n], va, b0, b1);
+      }
+    }
+    // s becomes P^T, dp becomes dS^T = P^T (dP^T - D); masked entries are 0.
+#pragma unroll
+    for (int n = 0; n < NQ; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int il = n * 8 + 2 * t + (e & 1);
+        const int i = q0 + il;
+        const int j = e < 2 ? ja : jb;
+        const bool ok = i < T && j < T && (!CAUSAL || j <= i);
+        const float p = ok ? exp2f(s[n][e] * scale_log2 - sL[il]) : 0.f;
+        s[n][e] = p;
+        dp[n][e] = p * (dp[n][e] - sD[il]);
+      }
+#pragma unroll
+    for (int kc = 0; kc < BQ / 16; ++kc) {
+      uint32_t pa[4], da[4];
+      acc_to_a<NQ>(pa, s, kc);
+      acc_to_a<NQ>(da, dp, kc);
+#pragma unroll
+      for (int n = 0; n < NO; ++n) {
+        uint32_t b0, b1;
+        load_b_rows_k(b0, b1, sdO, S, kc * 16, n * 8, g, t);
+        mma_bf16(dv[n], pa, b0, b1);
+        load_b_rows_k(b0, b1, sQ, S, kc * 16, n * 8, g, t);
+        mma_bf16(dk[n], da, b0, b1);
+      }
+    }
+  }
+
+  uint16_t* dk_dst = dqkv + size_t(b) * T * ld + C + size_t(h) * HS;
+  uint16_t* dv_dst = dk_dst + C;
+#pragma unroll
+  for (int n = 0; n < NO; ++n) {
+    const int c = n * 8 + 2 * t;
+    if (ja < T) {
+      *reinterpret_cast<uint32_t*>(dk_dst + size_t(ja) * ld + c) = pack_f32(dk[n][0] * scale, dk[n][1] * scale);
+      *reinterpret_cast<uint32_t*>(dv_dst + size_t(ja) * ld + c) = pack_f32(dv[n][0], dv[n][1]);
+    }
+    if (jb < T) {
+      *reinterpret_cast<uint32_t*>(dk_dst + size_t(jb) * ld + c) = pack_f32(dk[n][2] * scale, dk[n][3] * scale);
+      *reinterpret_cast<uint32_t*>(dv_dst + size_t(jb) * ld + c) = pack_f32(dv[n][2], dv[n][3]);
+    }
+  }
+}
+
+// ---- launchers ----
+
+struct Geometry {
+  int hs;
+  float scale, scale_log2;
+  dim3 grid;
+};
+
+// Checks the dimensions (throws std::invalid_argument naming the bad one); grid.x == 0 means no work.
+Geometry geometry(const char* who, int B, int T, int C, int NH) {
+  cuda_detail::check_nonnegative(who, "B", B);
+  cuda_detail::check_nonnegative(who, "T", T);
+  if (NH < 1 || C < 1 || C % NH != 0)
+    throw std::invalid_argument(std::string(who) + ": C = " + std::to_string(C) + ", NH = " + std::to_string(NH) +
+                                " (expected NH >= 1 heads dividing C)");
+  Geometry geo;
+  geo.hs = C / NH;
+  if (geo.hs != 64 && geo.hs != 128)
+    throw std::invalid_argument(std::string(who) + ": head size C/NH = " + std::to_string(geo.hs) +
+                                " is not supported (64 or 128; use the CPU attention for others)");
+  if (size_t(B) * NH > 65535)
+    throw std::invalid_argument(std::string(who) + ": B * NH = " + std::to_string(size_t(B) * NH) +
+                                " exceeds 65535 (the grid's y dimension); split the batch");
+  geo.scale = 1.f / std::sqrt(float(geo.hs));
+  geo.scale_log2 = geo.scale * kLog2e;
+  geo.grid = dim3(unsigned((T + kBlockRows - 1) / kBlockRows), unsigned(B * NH));
+  return geo;
+}
+
+int device_sm_major() {
+  int dev = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major;
+}
+
+void check_sm80(const char* who) {
+  const int major = device_sm_major();
+  if (major < 8)
+    throw std::invalid_argument(std::string(who) + ": needs compute capability 8.0 or later (bf16 tensor cores); "
+                                "this device has " + std::to_string(major) + ".x (use the CPU attention)");
+}
+
+template <int HS, bool CAUSAL>
+void launch_forward(const Geometry& geo, uint16_t* out, float* lse, const uint16_t* qkv, int T, int C, int NH,
+                    cudaStream_t s) {
+  attention_forward_kernel<HS, CAUSAL><<<geo.grid, kThreads, 0, s>>>(out, lse, qkv, T, C, NH, geo.scale_log2);
+  CUDA_CHECK_LAUNCH("attention_forward_kernel");
+}
+
+template <int HS, bool CAUSAL>
+void launch_backward(const Geometry& geo, uint16_t* dqkv, float* delta, const uint16_t* dout, const uint16_t* qkv,
+                     const uint16_t* out, const float* lse, int T, int C, int NH, cudaStream_t s) {
+  attention_backward_dq_kernel<HS, CAUSAL><<<geo.grid, kThreads, 0, s>>>(dqkv, delta, dout, qkv, out, lse, T, C, NH,
+                                                                         geo.scale, geo.scale_log2);
+  CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
+  constexpr size_t smem = dkdv_smem_bytes<HS>();
+  CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<HS, CAUSAL>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  attention_backward_dkdv_kernel<HS, CAUSAL><<<geo.grid, kThreads, smem, s>>>(dqkv, dout, qkv, lse, delta, T, C, NH,
+                                                                              geo.scale, geo.scale_log2);
+  CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");
+}
+
+}  // namespace
+
+void attention_forward(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH, bool causal,
+                       void* stream) {
+  const char* who = "cuda::attention_forward";
+  const Geometry geo = geometry(who, B, T, C, NH);
+  if (geo.grid.x == 0 || geo.grid.y == 0) return;
+  cuda_detail::check_aligned(who, "qkv", qkv, 16);
+  cuda_detail::check_aligned(who, "out", out, 4);
+  cuda_detail::check_aligned(who, "lse", lse, 4);
+  check_sm80(who);
+  const cudaStream_t s = cuda_detail::as_stream(stream);
+  if (geo.hs == 64) {
+    if (causal) launch_forward<64, true>(geo, out, lse, qkv, T, C, NH, s);
+    else launch_forward<64, false>(geo, out, lse, qkv, T, C, NH, s);
+  } else {
+    if (causal) launch_forward<128, true>(geo, out, lse, qkv, T, C, NH, s);
+    else launch_forward<128, false>(geo, out, lse, qkv, T, C, NH, s);
+  }
+}
+
+void attention_backward(uint16_t* dqkv, float* delta, const uint16_t* dout, const uint16_t* qkv, const uint16_t* out,
+                        const float* lse, int B, int T, int C, int NH, bool causal, void* stream) {
+  const char* who = "cuda::attention_backward";
+  const Geometry geo = geometry(who, B, T, C, NH);
+  if (geo.grid.x == 0 || geo.grid.y == 0) return;
+  cuda_detail::check_aligned(who, "qkv", qkv, 16);
+  cuda_detail::check_aligned(who, "dout", dout, 16);
+  cuda_detail::check_aligned(who, "out", out, 4);
+  cuda_detail::check_aligned(who, "dqkv", dqkv, 4);
+  cuda_detail::check_aligned(who, "lse", lse, 4);
+  cuda_detail::check_aligned(who, "delta", delta, 4);
+  check_sm80(who);
+  const cudaStream_t s = cuda_detail::as_stream(stream);
+  if (geo.hs == 64) {
+    if (causal) launch_backward<64, true>(geo, dqkv, delta, dout, qkv, out, lse, T, C, NH, s);
+    else launch_backward<64, false>(geo, dqkv, delta, dout, qkv, out, lse, T, C, NH, s);
+  } else {
+    if (causal) launch_backward<128, true>(geo, dqkv, delta, dout, qkv, out, lse, T, C, NH, s);
+    else launch_backward<128, false>(geo, dqkv, delta, dout, qkv, out, lse, T, C, NH, s);
+  }
+}
+
+}  // namespace cuda
+}  // namespace covenant
