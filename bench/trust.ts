@@ -3,8 +3,9 @@
 // Data: the Brown corpus, bytes tokenizer (vocab 257), prepared into a temporary directory. Every run is the
 // real `covenant coordinator` (with --data, so its validator runs the useful-work check) and 4 `covenant
 // worker` processes (1 thread each) on loopback (src/swarm/local-swarm.ts), int8 Δ.
-// - cost (preset `small`): verifyMembers 0 (every member checked every round) and 1 (one sampled member per
-//   round). Per round, from the log timestamps (nothing is added to the product code):
+// - cost (preset `small`): verifyMembers 0 (every member checked every round), 1 (one sampled member per
+//   round), and 1 with verifyEvery 5 (one member in about one round of 5, over more rounds). Per round, from
+//   the log timestamps:
 //   · training: per member, round.start → allreduce.start (the inner steps, compression and the commit wait),
 //     the mean over the members;
 //   · validator: the checks run one at a time on one thread (src/trust/round-verifier.ts); a check starts when
@@ -14,7 +15,9 @@
 //     counts waiting for uploads and, when the validator falls behind, the previous rounds' checks);
 //   · the coordinator process's CPU seconds over the run (/proc/PID/stat), per round: an upper bound of the
 //     validator's CPU (it also holds the outer step and every RPC);
-//   · bytes: the Δ uploads (trust.delta-upload bytes, 4·ceil(n/block) + n each) plus one Commit request per
+//   · bytes: the Δ uploads (trust.delta-upload bytes, 4·ceil(n/block) + n each), every member's scales
+//     before its commitment (trust.scales bytes: 4·ceil(n/block)), its openings (trust.openings bytes: the
+//     sampled blocks and what it sent of them in the ring, with their Merkle paths), plus one Commit request per
 //     member (protobuf size from the fields, COMMIT_REQUEST_BYTES; a member that waits for the others resends
 //     it every ≤ 500 ms, not counted: each is ~0.003% of one Δ) against the round's all-reduce wire bytes
 //     (the members' bytesSent in round.commit).
@@ -33,7 +36,7 @@ import path from 'node:path';
 
 import { DataLoader } from '../src/data/loader';
 import { prepareData } from '../src/data/prepare';
-import { HOSTILE_KINDS, HostileKind } from '../src/diloco/hostile';
+import { BOUNDED_KINDS, HOSTILE_KINDS, HostileKind } from '../src/diloco/hostile';
 import { LocalSwarm, LogLine, localRunConfig } from '../src/swarm/local-swarm';
 import { RUN_DEFAULTS } from '../src/swarm/run-config';
 import { parseModelConfig, PRESETS, PresetName } from '../src/train/model-config';
@@ -59,9 +62,10 @@ interface TrustSettings {
   T: number;
   innerLr: number;
   blockSize: number;
-  /** Cost runs: inner steps per round (H) and rounds measured. */
+  /** Cost runs: inner steps per round (H) and rounds measured (verifyEvery 1, and verifyEvery 5). */
   costH: number;
   costRounds: number;
+  costRoundsEvery: number;
   /** Robustness runs: H and committed rounds. */
   robustH: number;
   robustRounds: number;
@@ -76,6 +80,7 @@ function settingsFor(quick: boolean): TrustSettings {
     blockSize: RUN_DEFAULTS.blockSize,
     costH: quick ? 20 : 50,
     costRounds: quick ? 2 : 4,
+    costRoundsEvery: quick ? 5 : 10,
     robustH: 20,
     robustRounds: quick ? 6 : 15,
   };
@@ -84,14 +89,14 @@ function settingsFor(quick: boolean): TrustSettings {
 /**
  * Protobuf size of one CommitRequest (proto/coordinator.proto) for a run id: RequestMeta (run id, version,
  * 40-hex peer id, 32-byte key, ms timestamp, 16-byte nonce, 64-byte signature), CollectiveId, 64-hex Merkle
- * root, two doubles, tokens and num_blocks.
+ * root, two doubles, tokens, num_blocks, the 64-hex scales SHA-256 and the scale bound (a double).
  */
 export function commitRequestBytes(runId: string, round: number, tokens: number, numBlocks: number): number {
   const varint = (x: number) => Math.max(1, Math.ceil(Math.log2(x + 1) / 7));
   const field = (len: number) => 1 + varint(len) + len;
   const meta = field(runId.length) + 2 + field(40) + field(32) + 1 + varint(Date.now()) + field(16) + field(64);
   const id = 1 + varint(round) + 2; // attempt 0 is proto3's default: not written
-  return field(meta) + field(id) + field(64) + 9 + 1 + varint(tokens) + 9 + 1 + varint(numBlocks);
+  return field(meta) + field(id) + field(64) + 9 + 1 + varint(tokens) + 9 + 1 + varint(numBlocks) + field(64) + 9;
 }
 
 /** utime + stime of a process in seconds (Linux USER_HZ is 100). */
@@ -124,6 +129,7 @@ interface SwarmSpec {
   H: number;
   rounds: number;
   verifyMembers: number;
+  verifyEvery?: number;
   hostile?: HostileKind;
   /** Swarm size (default WORKERS) and, instead of `hostile`, several cheats (one worker each). */
   workers?: number;
@@ -162,6 +168,7 @@ async function runSwarm(spec: SwarmSpec, s: TrustSettings, dataDir: string, dir:
       minMembers: (spec.workers ?? WORKERS) - Math.max(1, spec.hostiles?.length ?? 0),
       planDelayMs: 3000,
       verifyMembers: spec.verifyMembers,
+      verifyEvery: spec.verifyEvery ?? 1,
       // A validator that falls behind must not turn its own lag into "no Δ received" strikes.
       verifyTimeoutMs: 1_800_000,
       roundDeadlineMs: 600_000,
@@ -211,7 +218,10 @@ async function runSwarm(spec: SwarmSpec, s: TrustSettings, dataDir: string, dir:
       const members = num(commits[0]?.l, 'members');
       if (!(commits.length >= members)) return false;
       if (!spec.waitChecks) return true;
-      return measured.every((r) => {
+      const checkedRounds = new Set(coord.filter((x) => x.l.event === 'trust.sample').map((x) => x.l.round));
+      // With verifyEvery > 1 most rounds are not checked; the last round's openings mark that its checks ran.
+      if ((spec.verifyEvery ?? 1) > 1 && !coord.some((x) => (x.l.event === 'trust.ring-audit' || x.l.event === 'trust.ring-mismatch') && x.l.round === last)) return false;
+      return measured.filter((r) => (spec.verifyEvery ?? 1) === 1 || checkedRounds.has(r)).every((r) => {
         const sample = coord.find((x) => x.l.event === 'trust.sample' && x.l.round === r);
         const want = Array.isArray(sample?.l.sampled) ? (sample.l.sampled as unknown[]).length : 0;
         return sample !== undefined && coord.filter((x) => x.l.event === 'trust.check' && x.l.round === r).length >= want;
@@ -260,6 +270,7 @@ function costFigures(run: SwarmRun, runId: string, tokensPerRound: number, numBl
     const wire = commits.reduce((acc, x) => acc + num(x.l, 'bytesSent'), 0);
     const uploads = workerLines.filter((x) => x.l.event === 'trust.delta-upload' && x.l.round === round);
     const deltaBytes = uploads.reduce((acc, x) => acc + num(x.l, 'bytes'), 0);
+    const openingBytes = workerLines.filter((x) => (x.l.event === 'trust.openings' || x.l.event === 'trust.scales') && x.l.round === round).reduce((acc, x) => acc + num(x.l, 'bytes'), 0);
     const commitBytes = members * commitRequestBytes(runId, round, tokensPerRound, numBlocks);
     const sample = coord.find((l) => l.event === 'trust.sample' && l.round === round);
     const roundChecks = checks.filter((l) => l.round === round);
@@ -267,7 +278,7 @@ function costFigures(run: SwarmRun, runId: string, tokensPerRound: number, numBl
     return {
       round, members, inner_seconds: mean(inner), validator_seconds: busy.get(round) ?? NaN, validator_span_seconds: span,
       checked: roundChecks.length, failed: roundChecks.filter((l) => l.ok === false).length,
-      wire_bytes: wire, delta_fetch_bytes: deltaBytes, commit_bytes: commitBytes,
+      wire_bytes: wire, delta_fetch_bytes: deltaBytes, opening_bytes: openingBytes, commit_bytes: commitBytes,
     };
   });
   return perRound;
@@ -293,18 +304,23 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   const costParams = paramsOf(COST_PRESET);
   const numBlocks = Math.ceil(costParams / s.blockSize);
   const tokensPerRound = s.costH * s.B * s.T;
-  for (const verifyMembers of [0, 1]) {
-    const runId = `trust-cost-v${verifyMembers}`;
-    const tag = `cost verifyMembers=${verifyMembers}`;
-    log(`${tag}: ${s.costRounds} rounds of H=${s.costH}, preset ${COST_PRESET}...`);
-    const r = await runSwarm({ runId, preset: COST_PRESET, H: s.costH, rounds: s.costRounds, verifyMembers, workerArgs: ['--eval-every', '0'], waitChecks: true, stallMs: 600_000 },
+  const costRuns = [
+    { verifyMembers: 0, verifyEvery: 1, rounds: s.costRounds },
+    { verifyMembers: 1, verifyEvery: 1, rounds: s.costRounds },
+    { verifyMembers: 1, verifyEvery: 5, rounds: s.costRoundsEvery },
+  ];
+  for (const { verifyMembers, verifyEvery, rounds } of costRuns) {
+    const runId = `trust-cost-v${verifyMembers}-e${verifyEvery}`;
+    const tag = `cost verifyMembers=${verifyMembers} verifyEvery=${verifyEvery}`;
+    log(`${tag}: ${rounds} rounds of H=${s.costH}, preset ${COST_PRESET}...`);
+    const r = await runSwarm({ runId, preset: COST_PRESET, H: s.costH, rounds, verifyMembers, verifyEvery, workerArgs: ['--eval-every', '0'], waitChecks: true, stallMs: 600_000 },
       s, dataDir, path.join(work, runId), (m) => log(`${tag}: ${m}`));
     const per = costFigures(r, runId, tokensPerRound, numBlocks);
     const full = per.filter((x) => x.members === WORKERS);
-    const sum = (k: keyof (typeof per)[number]) => full.reduce((a, x) => a + (x[k] as number), 0);
-    const extraBytes = sum('delta_fetch_bytes') + sum('commit_bytes');
+    const sum = (k: keyof (typeof per)[number]) => full.reduce((a, x) => a + (Number.isFinite(x[k] as number) ? (x[k] as number) : 0), 0);
+    const extraBytes = sum('delta_fetch_bytes') + sum('opening_bytes') + sum('commit_bytes');
     rows.push({
-      impl: 'covenant', bench: 'trust', case: 'cost', preset: COST_PRESET, params: costParams, members: WORKERS, verify_members: verifyMembers,
+      impl: 'covenant', bench: 'trust', case: 'cost', preset: COST_PRESET, params: costParams, members: WORKERS, verify_members: verifyMembers, verify_every: verifyEvery,
       inner_steps: s.costH, B: s.B, T: s.T, compression: 'int8', block: s.blockSize, verify_batches: RUN_DEFAULTS.verifyBatches,
       rounds: per.length, rounds_at_4: full.length,
       inner_seconds_per_round: sum('inner_seconds') / full.length,
@@ -314,6 +330,7 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
       checks_per_round: sum('checked') / full.length, checks_failed: per.reduce((a, x) => a + x.failed, 0),
       wire_bytes_per_round: sum('wire_bytes') / full.length,
       delta_fetch_bytes_per_round: sum('delta_fetch_bytes') / full.length,
+      opening_bytes_per_round: sum('opening_bytes') / full.length,
       commit_bytes_per_round: sum('commit_bytes') / full.length,
       extra_bytes_fraction: extraBytes / sum('wire_bytes'),
       extra_time_fraction: sum('validator_seconds') / sum('inner_seconds'),
@@ -323,7 +340,7 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   }
 
   // 2. Robustness, preset tiny: honest run vs one hostile member of each kind.
-  for (const hostile of [undefined, ...HOSTILE_KINDS]) {
+  for (const hostile of [undefined, ...HOSTILE_KINDS, ...BOUNDED_KINDS]) {
     const runId = `trust-robust-${hostile ?? 'honest'}`;
     const tag = hostile ? `hostile ${hostile}` : 'honest';
     log(`${tag}: ${s.robustRounds} rounds of H=${s.robustH}, preset ${ROBUST_PRESET}...`);
@@ -334,7 +351,7 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
     const last = r.rounds[r.rounds.length - 1];
     const cheatId = r.peerOf.get('cheat');
     const caught = r.lines.filter((x) => x.name === 'coordinator' && (x.l.event === 'trust.failed' || x.l.event === 'trust.commit-refused'));
-    // A ring-mismatch cheat is not named (the audit fails the round, not a member): count the rounds it was in that failed the audit.
+    // The ring audit also fails the rounds a ring-mismatch cheat was in: count those too.
     const cheatRounds = new Set(r.lines.filter((x) => x.name === 'cheat' && x.l.event === 'allreduce.start').map((x) => x.l.round));
     const audits = r.lines.filter((x) => x.name === 'coordinator' && x.l.event === 'trust.ring-mismatch' && cheatRounds.has(x.l.round));
     const ofCheat = [...caught.filter((x) => x.l.peerId === cheatId), ...audits].sort((a, b) => num(a.l, 'round') - num(b.l, 'round'));
@@ -385,10 +402,10 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   console.log(`cost: preset ${COST_PRESET} (${costParams} parameters), B=${s.B} T=${s.T}, H=${s.costH} inner steps per round, ${s.costRounds} rounds per run, ` +
     `verifyBatches ${RUN_DEFAULTS.verifyBatches} (4 × ${Math.min(RUN_DEFAULTS.verifyBatches, s.costH)} evals of B×T per checked member); ` +
     'training = round.start → allreduce.start; validator = its busy seconds on the round\'s checks; bytes vs the round\'s all-reduce wire bytes.');
-  printTable('Verification cost per round at 4 members', ['verifyMembers', 'rounds', 'checks/round', 'train s', 'validator s', 'span s', 'coord CPU s', 'wire MB', 'Δ fetch MB', 'commit B', 'extra time', 'extra bytes'],
-    costRows.map((x) => [String(x.verify_members), String(x.rounds_at_4), fmt(num(x, 'checks_per_round'), 2), fmt(num(x, 'inner_seconds_per_round'), 1),
+  printTable('Verification cost per round at 4 members', ['verifyMembers/Every', 'rounds', 'checks/round', 'train s', 'validator s', 'span s', 'coord CPU s', 'wire MB', 'Δ fetch MB', 'scales+openings kB', 'commit B', 'extra time', 'extra bytes'],
+    costRows.map((x) => [`${String(x.verify_members)}/${String(x.verify_every)}`, String(x.rounds_at_4), fmt(num(x, 'checks_per_round'), 2), fmt(num(x, 'inner_seconds_per_round'), 1),
       fmt(num(x, 'validator_seconds_per_round'), 1), fmt(num(x, 'validator_span_seconds_per_round'), 1), fmt(num(x, 'coordinator_cpu_seconds_per_round'), 1),
-      fmt(num(x, 'wire_bytes_per_round') / 1e6, 2), fmt(num(x, 'delta_fetch_bytes_per_round') / 1e6, 2), fmt(num(x, 'commit_bytes_per_round'), 0),
+      fmt(num(x, 'wire_bytes_per_round') / 1e6, 2), fmt(num(x, 'delta_fetch_bytes_per_round') / 1e6, 2), fmt(num(x, 'opening_bytes_per_round') / 1e3, 1), fmt(num(x, 'commit_bytes_per_round'), 0),
       `${fmt(100 * num(x, 'extra_time_fraction'), 1)}%`, `${fmt(100 * num(x, 'extra_bytes_fraction'), 1)}%`]));
   console.log(`robustness: preset ${ROBUST_PRESET} (${paramsOf(ROBUST_PRESET)} parameters, for time), H=${s.robustH}, lr ${s.innerLr}, minMembers ${WORKERS - 1}, ` +
     `${s.robustRounds} committed rounds each; val loss of the honest members after the last round.`);
@@ -404,7 +421,7 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   for (const x of costRows) {
     const b = num(x, 'extra_bytes_fraction');
     const t = num(x, 'extra_time_fraction');
-    console.log(`verifyMembers ${String(x.verify_members)}: extra bytes ${fmt(100 * b, 1)}% (≤ ${100 * TARGET_BYTES}%: ${verdict(b <= TARGET_BYTES)}), ` +
+    console.log(`verifyMembers ${String(x.verify_members)}, verifyEvery ${String(x.verify_every)}: extra bytes ${fmt(100 * b, 1)}% (≤ ${100 * TARGET_BYTES}%: ${verdict(b <= TARGET_BYTES)}), ` +
       `extra time ${fmt(100 * t, 1)}% (≤ ${100 * TARGET_TIME}%: ${verdict(t <= TARGET_TIME)})`);
   }
   const worst = Math.max(...robustRows.map((x) => Math.abs(num(x, 'val_loss_vs_honest'))));

@@ -73,17 +73,35 @@ test('a compressed Δ: blocks, root, norm, and an encoding that round-trips and 
   expect(deltaRoot(changed)).not.toBe(root);
 });
 
-test('commit-time checks: token claims, replays and norm outliers are refused; the others get GO after a re-plan', () => {
+// A book over 8 blocks of 16 (128 parameters). Every member's 8 scales equal s = bound / (127·√128), so its
+// scale bound U is `bound` and its norm floor L = bound·√8/√128 = bound / 4.
+function bookFixture(seed = 1) {
   const ids = [Identity.generate(), Identity.generate(), Identity.generate(), Identity.generate()];
-  const planner = new RoundPlanner({ seed: 1, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
-  const book = new CommitmentBook({ planner, numBlocks: 8, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
-  const commit = (who: Identity, attempt: number, root: string, norm: number, tokens = 100) => {
-    const req = signRequest(who, coordinatorService().methods.commit, { id: { round: 1, attempt }, merkleRoot: root, deltaNorm: norm, tokens, meanLoss: 3, numBlocks: 8, scalesSha256: 'f'.repeat(64), scaleNorm: 4 * norm }, { runId: 'r' }) as CommitRequest;
+  const planner = new RoundPlanner({ seed, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
+  const book = new CommitmentBook({ planner, numBlocks: 8, numParams: 128, blockSize: 16, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
+  const scalesOf = (bound: number) => new Float32Array(8).fill(bound / (127 * Math.sqrt(128)));
+  const pushScales = (who: Identity, attempt: number, scales: Float32Array) =>
+    book.receiveScales(who.peerId, { meta: null, id: { round: 1, attempt }, scales: Buffer.from(scales.buffer) });
+  // Commits a norm with scales whose bound is `bound` (default 2 × the norm), sending the scales first.
+  const commit = (who: Identity, attempt: number, root: string, norm: number, o: { tokens?: number; bound?: number; claimBound?: number; push?: boolean } = {}) => {
+    const scales = scalesOf(o.bound ?? 2 * norm);
+    if (o.push !== false) pushScales(who, attempt, scales);
+    const req = signRequest(
+      who,
+      coordinatorService().methods.commit,
+      { id: { round: 1, attempt }, merkleRoot: root, deltaNorm: norm, tokens: o.tokens ?? 100, meanLoss: 3, numBlocks: 8, scalesSha256: scalesSha256(scales), scaleNorm: o.claimBound ?? scaleNormBound(scales, 128, 16) },
+      { runId: 'r' },
+    ) as CommitRequest;
     return book.commit(who.peerId, req);
   };
   planner.tick();
+  return { ids, planner, book, commit, pushScales, scalesOf };
+}
+
+test('commit-time checks: token claims, replays and norm outliers are refused; the others get GO after a re-plan', () => {
+  const { ids, planner, book, commit } = bookFixture();
   expect(commit(ids[0], 0, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
-  expect(commit(ids[1], 0, 'b'.repeat(64), 1.2, 1000)).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/claims 1000 tokens/) });
+  expect(commit(ids[1], 0, 'b'.repeat(64), 1.2, { tokens: 1000 })).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/claims 1000 tokens/) });
   // ids[1] is out: attempt 1 has the other three.
   expect(planner.attempt).toBe(1);
   expect(commit(ids[0], 0, 'a'.repeat(64), 1)).toMatchObject({ status: 'COMMIT_STATUS_REPLAN' });
@@ -103,32 +121,33 @@ test('commit-time checks: token claims, replays and norm outliers are refused; t
   expect(book.refusedIn(1).size).toBe(2);
 });
 
-test('the clip bound: clipFactor × the median scale bound once all are in; a norm claim above its own scale bound is refused', () => {
-  const ids = [Identity.generate(), Identity.generate(), Identity.generate(), Identity.generate()];
-  const planner = new RoundPlanner({ seed: 1, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
-  const book = new CommitmentBook({ planner, numBlocks: 8, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
-  const commit = (who: Identity, attempt: number, root: string, norm: number, scaleNorm: number) =>
-    book.commit(who.peerId, signRequest(who, coordinatorService().methods.commit, { id: { round: 1, attempt }, merkleRoot: root, deltaNorm: norm, tokens: 100, meanLoss: 3, numBlocks: 8, scalesSha256: 'f'.repeat(64), scaleNorm }, { runId: 'r' }) as CommitRequest);
-  planner.tick();
-  expect(() => commit(ids[0], 0, 'a'.repeat(64), 1, -1)).toThrow(expect.objectContaining({ reason: 'bad-norm' }));
-  expect(commit(ids[0], 0, 'a'.repeat(64), 1, 4)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
-  expect(commit(ids[1], 0, 'b'.repeat(64), 1.1, 4.4)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
-  expect(commit(ids[2], 0, 'c'.repeat(64), 1.2, 4.8)).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
-  // Within the norm outlier bound, but with scales that allow 5× the others: it will be clipped.
-  const go = commit(ids[3], 0, 'd'.repeat(64), 3, 20);
+test('the clip bound: clipFactor × the median scale bound once all are in', () => {
+  const { ids, book, commit } = bookFixture();
+  expect(commit(ids[0], 0, 'a'.repeat(64), 1, { bound: 3.6 })).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  expect(commit(ids[1], 0, 'b'.repeat(64), 1.1, { bound: 4.0 })).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  expect(commit(ids[2], 0, 'c'.repeat(64), 1.2, { bound: 4.4 })).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
+  // Within the norm outlier bound, but with scales that allow about 5× the others: it will be clipped.
+  const go = commit(ids[3], 0, 'd'.repeat(64), 5.5, { bound: 20 });
   expect(go).toMatchObject({ status: 'COMMIT_STATUS_GO' });
-  expect(go.clipNorm).toBeCloseTo(2 * 4.6, 12);
+  expect(go.clipNorm).toBeCloseTo(2 * 4.2, 5); // fp32 scales: the bounds are 3.6, 4, 4.4, 20 to about 1e-7
   expect(book.clipOf(1, 0)).toBe(go.clipNorm);
-  expect(commit(ids[0], 0, 'a'.repeat(64), 1, 4)).toMatchObject({ status: 'COMMIT_STATUS_GO', clipNorm: go.clipNorm });
-  expect(clipFactor(20, go.clipNorm)).toBeCloseTo(9.2 / 20, 12);
+  expect(commit(ids[0], 0, 'a'.repeat(64), 1, { bound: 3.6 })).toMatchObject({ status: 'COMMIT_STATUS_GO', clipNorm: go.clipNorm });
+  expect(clipFactor(20, go.clipNorm)).toBeCloseTo(8.4 / 20, 5);
   expect(clipFactor(4, go.clipNorm)).toBe(1);
   expect(clipFactor(20, 0)).toBe(1);
-  // A norm its own scales cannot give is an inconsistent claim.
-  const planner2 = new RoundPlanner({ seed: 2, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
-  const book2 = new CommitmentBook({ planner: planner2, numBlocks: 8, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
-  planner2.tick();
-  const req = signRequest(ids[0], coordinatorService().methods.commit, { id: { round: 1, attempt: 0 }, merkleRoot: 'a'.repeat(64), deltaNorm: 5, tokens: 100, meanLoss: 3, numBlocks: 8, scalesSha256: 'f'.repeat(64), scaleNorm: 4 }, { runId: 'r' }) as CommitRequest;
-  expect(book2.commit(ids[0].peerId, req)).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/norm-claim/) });
+});
+
+test('scales before the commitment: missing, malformed, or contradicting the claims, the member is refused before the ring', () => {
+  const { ids, commit, pushScales, scalesOf } = bookFixture();
+  expect(() => commit(ids[0], 0, 'a'.repeat(64), 1, { push: false })).toThrow(expect.objectContaining({ reason: 'scales-missing' }));
+  expect(() => pushScales(ids[0], 0, new Float32Array(7))).toThrow(expect.objectContaining({ reason: 'bad-scales' }));
+  expect(() => pushScales(ids[0], 0, new Float32Array(8).fill(NaN))).toThrow(expect.objectContaining({ reason: 'bad-scales' }));
+  expect(pushScales(ids[0], 5, scalesOf(1))).toEqual({ accepted: false }); // a stale or future attempt
+  // A bound claimed 4× below what its scales give (to escape the clip).
+  expect(commit(ids[0], 0, 'a'.repeat(64), 1, { bound: 4, claimBound: 1.0000001 })).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/scale-proof: committed the bound/) });
+  // A norm below the floor its scales prove, and one above its own bound.
+  expect(commit(ids[1], 1, 'b'.repeat(64), 0.5, { bound: 4 })).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/scale-proof: .*below the/) });
+  expect(commit(ids[2], 2, 'c'.repeat(64), 5, { bound: 4 })).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/norm-claim/) });
 });
 
 test('scale proofs: the opened scales must hash to the commitment, give its bound, and not undercut its norm', async () => {

@@ -510,15 +510,17 @@ export class Worker {
     }
   }
 
-  /** Opens the asked blocks of the committed Δ, what this member sent of them in the ring (its transcript), and every scale. */
+  /** Opens the asked blocks of the committed Δ, and what this member sent of them in the ring (its transcript). */
   #pushOpenings(plan: RoundPlan & { id: CollectiveId }, d: CompressedDelta, blocks: number[], transcript: AllReduceTranscript | undefined): void {
     const id = plan.id;
     const levels = deltaLevels(d);
     const openings = blocks.filter((i) => i < d.scales.length).map((index) => ({ index, block: deltaBlock(d, index), path: merklePath(levels, index) }));
     const ringOpened = transcript && plan.ring.length > 1 ? ringOpenings(transcript, plan.ring.length, plan.rank, d.block, blocks) : [];
+    // Payload bytes (blocks and paths), for the trust bench's count of what verification moves.
+    const bytes = [...openings, ...ringOpened].reduce((a, o) => a + o.block.length + 32 * o.path.length, 0);
     this.#openingsPush = this.#client
-      .call('pushOpenings', { id, openings, ringOpenings: ringOpened, scales: Buffer.from(d.scales.buffer, d.scales.byteOffset, d.scales.byteLength) }, { signal: this.#stop.signal })
-      .then(() => this.#log.info('trust.openings', { round: id.round, blocks: openings.length, ringOpenings: ringOpened.length }))
+      .call('pushOpenings', { id, openings, ringOpenings: ringOpened }, { signal: this.#stop.signal })
+      .then(() => this.#log.info('trust.openings', { round: id.round, blocks: openings.length, ringOpenings: ringOpened.length, bytes }))
       .catch((e) => this.#log.warn('trust.openings-failed', { round: id.round, error: errorMessage(e) }));
   }
 
@@ -670,6 +672,9 @@ export class Worker {
       for (;;) {
         let clip = 1;
         if (commitment) {
+          const scales = Buffer.from(compressed!.scales.buffer, compressed!.scales.byteOffset, compressed!.scales.byteLength);
+          await withRetry(() => this.#client.call('pushScales', { id: plan.id, scales }), { signal });
+          this.#log.info('trust.scales', { round, attempt: plan.id.attempt, bytes: scales.length });
           const go = await this.#commitAndWait(plan, commitment);
           if (go === 'replan') {
             const next = await this.#plan();

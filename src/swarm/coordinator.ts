@@ -295,6 +295,8 @@ export class Coordinator {
     const book = new CommitmentBook({
       planner,
       numBlocks,
+      numParams: expected,
+      blockSize: cfg.blockSize,
       tokensPerRound: cfg.innerSteps * cfg.batchSize * cfg.seqLen,
       normFactor: cfg.normFactor,
       clipFactor: cfg.clipFactor,
@@ -374,6 +376,7 @@ export class Coordinator {
       fetchState: (req, ctx) => streamState(this.state, req, { signal: ctx.signal }),
       pushUpdate: (req, ctx) => applier.receive(ctx.peer.peerId, req),
       streamLedger: (req) => streamLedger(ledger, req.fromIndex),
+      pushScales: (req, ctx) => book.receiveScales(ctx.peer.peerId, req),
       commit: (req, ctx) => book.commit(ctx.peer.peerId, req),
       ...(shards ? { getManifest: () => shards!.manifest(), fetchShard: (req: FetchShardRequest, ctx: { signal: AbortSignal }) => shards!.shard(req.file, ctx.signal) } : {}),
       pushDelta: (req, ctx) => verifier.receive(ctx.peer.peerId, req),

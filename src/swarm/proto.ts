@@ -253,7 +253,16 @@ export interface PushOpeningsRequest {
   id: CollectiveId | null;
   openings: BlockOpening[];
   ringOpenings: RingOpening[];
+}
+
+export interface PushScalesRequest {
+  meta: RequestMeta | null;
+  id: CollectiveId | null;
   scales: Buffer;
+}
+
+export interface PushScalesResponse {
+  accepted: boolean;
 }
 
 export interface PushOpeningsResponse {
@@ -375,6 +384,7 @@ export type CoordinatorMethods = {
   fetchShard: ServerStreamMethod<FetchShardRequest, ShardChunk>;
   pushDelta: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
   pushOpenings: UnaryMethod<PushOpeningsRequest, PushOpeningsResponse>;
+  pushScales: UnaryMethod<PushScalesRequest, PushScalesResponse>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */

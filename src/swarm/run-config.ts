@@ -86,7 +86,7 @@ export const RUN_DEFAULTS = {
   verifyBatches: 16,
   verifyTimeoutMs: 60_000,
   normFactor: 6,
-  clipFactor: 2,
+  clipFactor: 1.5,
   penaltyRounds: 5,
   shardsPerRound: 0,
   openBlocks: 8,

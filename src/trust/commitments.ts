@@ -5,17 +5,20 @@
 // - a root the member already committed in an earlier round is a replayed Δ;
 // - once all are in, norms far from the attempt's median (above normFactor × median, or below
 //   median / normFactor: a scaled-up or an empty Δ) fail their members;
-// - a claimed norm above the bound U its scales allow is inconsistent (src/trust/scale-bound.ts).
+// - its scales, sent before (PushScales), must hash to the committed SHA-256 and give the committed bound U
+//   exactly, and the claimed norm must lie between the floor L and U they prove (src/trust/scale-bound.ts).
 // Once all are in, the attempt's clip bound is clipFactor × the median U (rings of three or more): GO
-// carries it, and every member feeds min(1, bound / U) × its Δ into the ring.
+// carries it, and every member feeds min(1, bound / U) × its Δ into the ring. Scale failures are proofs,
+// found before any Δ byte moves.
 // A member that fails is refused (it sits out the round), excluded for penaltyRounds, and the attempt is
 // re-planned without it before any byte of Δ has moved.
 import * as grpc from '@grpc/grpc-js';
 import { SignedRecord, signedRecord } from '../ledger/entry';
 import { Logger } from '../log';
-import { CommitRequest, CommitResponse, RingMember } from '../swarm/proto';
+import { CommitRequest, CommitResponse, PushScalesRequest, PushScalesResponse, RingMember } from '../swarm/proto';
 import { RoundPlanner } from '../swarm/round-planner';
 import { RpcError } from '../swarm/rpc-error';
+import { checkScales } from './scale-bound';
 
 export const COMMIT_METHOD = '/covenant.v1.Coordinator/Commit';
 
@@ -30,6 +33,8 @@ export interface Commitment {
   numBlocks: number;
   scalesSha256: string;
   scaleNorm: number;
+  /** The scales it sent (not part of the signed record: the record holds their SHA-256). */
+  scales: Float32Array;
   record: SignedRecord;
 }
 
@@ -37,6 +42,8 @@ export interface CommitmentBookOptions {
   planner: RoundPlanner;
   /** Blocks of a Δ: ceil(numParams / blockSize). */
   numBlocks: number;
+  numParams: number;
+  blockSize: number;
   /** Tokens of one member's round: innerSteps × batchSize × seqLen. */
   tokensPerRound: number;
   normFactor: number;
@@ -64,6 +71,8 @@ export class CommitmentBook {
   readonly #refused = new Map<string, string>();
   /** Roots each peer committed, with their round (kept for the last rounds only). */
   readonly #roots = new Map<string, Map<string, number>>();
+  /** Scales by `${round}/${peerId}` (the same Δ for every attempt of a round). */
+  readonly #scales = new Map<string, Float32Array>();
   /** Attempts whose norms were judged, with their clip bound (0: none). */
   readonly #judged = new Map<string, number>();
 
@@ -102,6 +111,25 @@ export class CommitmentBook {
     return this.#refused.get(`${round}/${peerId}`);
   }
 
+  receiveScales(peerId: string, req: PushScalesRequest): PushScalesResponse {
+    if (!req.id) throw new RpcError(grpc.status.INVALID_ARGUMENT, 'PushScales needs the collective id of the plan', 'no-collective-id');
+    const { round, attempt } = req.id;
+    const ring = this.#o.planner.ringOf(round, attempt);
+    if (!ring) return { accepted: false }; // another attempt is current: its Commit answers REPLAN
+    if (!ring.some((m) => m.peerId === peerId)) {
+      throw new RpcError(grpc.status.PERMISSION_DENIED, `peer ${peerId} is not a member of round ${round} attempt ${attempt}`, 'not-in-round');
+    }
+    const b = req.scales ?? Buffer.alloc(0);
+    if (b.length !== 4 * this.#o.numBlocks) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scales hold ${b.length} bytes, not 4 × ${this.#o.numBlocks} blocks`, 'bad-scales');
+    const scales = new Float32Array(this.#o.numBlocks);
+    Buffer.from(scales.buffer).set(b);
+    for (let i = 0; i < scales.length; i++) {
+      if (!(Number.isFinite(scales[i]) && scales[i] >= 0)) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scale ${i} is ${scales[i]}, not a finite non-negative number`, 'bad-scales');
+    }
+    this.#scales.set(`${round}/${peerId}`, scales);
+    return { accepted: true };
+  }
+
   commit(peerId: string, req: CommitRequest): CommitResponse {
     const planner = this.#o.planner;
     if (!req.id) throw new RpcError(grpc.status.INVALID_ARGUMENT, 'Commit needs the collective id of the plan', 'no-collective-id');
@@ -128,8 +156,10 @@ export class CommitmentBook {
     if (prev && prev.merkleRoot !== req.merkleRoot) {
       throw new RpcError(grpc.status.FAILED_PRECONDITION, `peer ${peerId} already committed another root for round ${round} attempt ${attempt}`, 'conflicting-commitment');
     }
+    const scales = this.#scales.get(`${round}/${peerId}`);
+    if (!scales) throw new RpcError(grpc.status.FAILED_PRECONDITION, `peer ${peerId} sent no scales for round ${round}: PushScales comes before Commit`, 'scales-missing');
     if (!prev) {
-      const fail = this.#check(peerId, req, round);
+      const fail = this.#check(peerId, req, round, scales);
       if (fail) {
         this.#fail(peerId, round, attempt, fail);
         return refuse(fail);
@@ -145,6 +175,7 @@ export class CommitmentBook {
         numBlocks: req.numBlocks,
         scalesSha256: req.scalesSha256,
         scaleNorm: req.scaleNorm,
+        scales,
         record: signedRecord(COMMIT_METHOD, req),
       });
       this.#forget(round);
@@ -161,11 +192,13 @@ export class CommitmentBook {
     return planner.ringOf(round, attempt) ? { status: 'COMMIT_STATUS_GO', retryAfterMs: 0, missingRanks: [], reason: '', clipNorm: this.#judged.get(key)! } : replan;
   }
 
-  #check(peerId: string, req: CommitRequest, round: number): string | undefined {
+  #check(peerId: string, req: CommitRequest, round: number, scales: Float32Array): string | undefined {
     if (req.tokens !== this.#o.tokensPerRound) return `claims ${req.tokens} tokens; a round is ${this.#o.tokensPerRound}`;
     const seen = this.#roots.get(peerId)?.get(req.merkleRoot);
     if (seen !== undefined && seen < round) return `replayed-delta: the same Δ (root ${req.merkleRoot.slice(0, 16)}…) as in round ${seen}`;
     if (req.deltaNorm > req.scaleNorm * (1 + 1e-9)) return `norm-claim: Δ norm ${req.deltaNorm.toPrecision(6)} above the ${req.scaleNorm.toPrecision(6)} its own scale bound allows`;
+    const why = checkScales(req, scales, this.#o.numParams, this.#o.blockSize);
+    if (why) return `scale-proof: ${why}`;
     return undefined;
   }
 
@@ -205,6 +238,7 @@ export class CommitmentBook {
       }
     }
     for (const [key] of this.#refused) if (Number(key.split('/')[0]) < round - 16) this.#refused.delete(key);
+    for (const [key] of this.#scales) if (Number(key.split('/')[0]) < round - 16) this.#scales.delete(key);
     for (const m of this.#byAttempt.values()) {
       for (const c of m.values()) {
         let roots = this.#roots.get(c.peerId);

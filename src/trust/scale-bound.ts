@@ -3,11 +3,11 @@
 //   U = sqrt(Σ_b len_b · (127 s_b)²)
 // whatever its codes are; and an absmax-quantized nonzero block holds a code ±127, so the norm is at least
 //   L = sqrt(Σ_b (127 s_b)²).
-// A member commits to its scales (their SHA-256) and to U before the ring. The coordinator sets the round's
-// clip bound to clipFactor × the median U; each member then feeds factor × its dequantized Δ into the ring,
-// factor = min(1, bound / U), so no contribution can exceed the bound, whatever its codes. After the round
-// every member opens its scales in full: U must be what they give, and its claimed exact norm must be at
-// least L. Both are computed here, in fp64 in block order, so the member and the validator agree bit for bit.
+// A member sends its scales in full and commits to their SHA-256 and to U before the ring: U must be what
+// they give, and its claimed exact norm must lie between L and U. The coordinator sets the round's clip bound
+// to clipFactor × the median U; each member then feeds factor × its dequantized Δ into the ring,
+// factor = min(1, bound / U), so no contribution can exceed the bound, whatever its codes. Both bounds are
+// computed here, in fp64 in block order, so the member and the validator agree bit for bit.
 import * as crypto from 'crypto';
 
 /** U: the largest L2 norm a Δ with these scales can have (n elements in blocks of `block`). */
