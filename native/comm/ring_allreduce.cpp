@@ -109,10 +109,12 @@ class RingAllReduce {
 
   AllReduceStats run() {
     auto t0 = Clock::now();
-    buffer_ = WorkBufferPool::acquire(n_);
+    // The caller's tensor is only read until the very end, so a failure leaves it untouched. fp32 mode: sums
+    // and received chunks go to work_, copied back on success. int8 mode needs no fp32 copy of the tensor:
+    // each hop's sum lives in a slice-sized scratch just long enough to be requantized, the agreed codes and
+    // scales collect in codes_/scales_, and success dequantizes them once, straight into the tensor.
+    buffer_ = WorkBufferPool::acquire(int8_ ? plan_.slice_elems : n_);
     work_ = buffer_.data.get();
-    // The caller's tensor is only read until the very end; sums and received chunks go to work_, which is
-    // copied back on success, so a failure leaves the tensor untouched.
     if (!all_finite(data_, n_)) throw_not_finite(data_, n_);
     if (int8_) {
       codes_.resize(n_);
@@ -135,7 +137,12 @@ class RingAllReduce {
       fail(CommError(prefix() + e.what(), -1, "reduce", "COMM_PROTOCOL"));
     }
     sender.join();
-    if (!error_) std::memcpy(data_, work_, n_ * sizeof(float));
+    if (!error_) {
+      if (int8_)
+        dequantize_int8(data_, codes_.data(), scales_.data(), n_, int(block_), &pool_);
+      else
+        std::memcpy(data_, work_, n_ * sizeof(float));
+    }
     work_ = nullptr;
     WorkBufferPool::release(std::move(buffer_));
     if (error_) {
@@ -366,8 +373,8 @@ class RingAllReduce {
     if (m == 0) return;
     const bool rs = plan_.reduce_scatter(g);
     const bool owner_step = g == N_ - 2;  // last reduce-scatter step: this rank now holds chunk r+1's full sum
-    float* w = work_ + b;
     if (!int8_) {
+      float* w = work_ + b;
       const float* in = reinterpret_cast<const float*>(payload);
       if (rs) {
         const float* own = data_ + b;
@@ -388,18 +395,18 @@ class RingAllReduce {
     int8_t* q = codes_.data() + b;
     float* s = scales_.data() + b / block_;
     if (rs) {
-      // w = dequant(received) + own: the same bits as own + dequant (IEEE addition commutes).
+      // w = dequant(received) + own: the same bits as own + dequant (IEEE addition commutes). A slice fits the
+      // scratch (m <= slice_elems), which stays in cache between the three passes.
+      float* w = work_;
       dequantize_int8(w, codes, scales.data(), m, int(block_), &pool_);
       const float* own = data_ + b;
       for (size_t i = 0; i < m; ++i) w[i] += own[i];
       if (owner_step)
         for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
       quantize_int8(q, s, w, m, int(block_), &pool_);
-      if (owner_step) dequantize_int8(w, q, s, m, int(block_), &pool_);
     } else {
       std::memcpy(q, codes, m);
       std::memcpy(s, scales.data(), nb * sizeof(float));
-      dequantize_int8(w, q, s, m, int(block_), &pool_);
     }
   }
 
