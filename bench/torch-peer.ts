@@ -1,4 +1,5 @@
-// Running the PyTorch peer (bench/peers/torch_gpt2_step.py) with /usr/bin/python3, where it has torch.
+// Running the PyTorch peers with /usr/bin/python3, where it has torch: bench/peers/torch_gpt2_step.py (train)
+// and bench/peers/torch_sdpa.py (the attention bench's GPU rows).
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 
@@ -9,6 +10,7 @@ import { STEP_OPTS, TrainCase } from './train-case';
 
 export const PYTHON = '/usr/bin/python3';
 const TORCH_PEER = path.join(ROOT, 'bench', 'peers', 'torch_gpt2_step.py');
+const SDPA_PEER = path.join(ROOT, 'bench', 'peers', 'torch_sdpa.py');
 
 /** torch's version, or undefined where PYTHON cannot import it. */
 export function torchAvailable(): string | undefined {
@@ -26,4 +28,18 @@ export function timeTorch(c: TrainCase, threads: number): Row {
   const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
   if (!line) throw new Error(`the torch peer printed no JSON line: ${r.stdout.slice(0, 400)}`);
   return JSON.parse(line) as Row;
+}
+
+/**
+ * Runs the scaled_dot_product_attention peer with `args` (its options: --B, --T, --C, --hs, --min-seconds); its
+ * stderr passes through; returns its JSON rows, or why there are none (the peer's own skip row: no torch, no
+ * CUDA, a torch without torch.nn.attention; or its failure).
+ */
+export function runTorchSdpa(args: string[]): Row[] | string {
+  const r = spawnSync(PYTHON, [SDPA_PEER, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 16 << 20 });
+  if (r.error) return `cannot run ${PYTHON}: ${r.error.message}`;
+  if (r.status !== 0) return `${PYTHON} ${SDPA_PEER} ${args.join(' ')} failed (exit ${r.status}); see its message above`;
+  const rows = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Row);
+  const skip = rows.find((row) => row.skipped !== undefined && row.impl === undefined);
+  return skip ? String(skip.skipped) : rows;
 }
