@@ -13,6 +13,7 @@ interface NativeEngineHandle {
   adamStep(): number;
   setAdamStep(t: number): void;
   paramsHash(): string;
+  device(): Device;
   step(tokens: Int32Array, B: number, T: number, opt: OptimizerSettings): Promise<StepResult>;
   forwardBackward(tokens: Int32Array, B: number, T: number): Promise<{ loss: number }>;
   evalLoss(tokens: Int32Array, B: number, T: number): Promise<number>;
@@ -27,11 +28,14 @@ export interface BuildInfo {
   gemmDefault: 'blas' | 'packed';
   packedIsa: string;
   hardwareThreads: number;
+  /** Built with the CUDA backend (a device may still be missing: Engine.create({device:'cuda'}) says). */
   cuda: boolean;
+  /** GEMMs of the CUDA engine: 'cublas', 'own' (our kernel, where cuBLAS was not found) or 'none'. */
+  cudaGemm: 'cublas' | 'own' | 'none';
 }
 
 interface Addon {
-  NativeEngine: new (model: ModelConfig, threads: number, seed: number, attention: string, gemm: string) => NativeEngineHandle;
+  NativeEngine: new (model: ModelConfig, threads: number, seed: number, attention: string, gemm: string, device: Device) => NativeEngineHandle;
   buildInfo(): BuildInfo;
   allReduceStart(
     tensor: Float32Array,
@@ -75,10 +79,16 @@ export interface StepResult {
 
 export type Attention = 'flash' | 'naive';
 export type GemmBackend = 'auto' | 'blas' | 'packed' | 'ref';
+export type Device = 'cpu' | 'cuda';
 
 export interface EngineOptions {
   model: ModelConfig;
-  device?: 'cpu';
+  /**
+   * 'cpu' (default) or 'cuda': the CUDA engine (fp32 master weights, gradients and AdamW state in device
+   * memory; README "On a CUDA device"). 'cuda' throws a CovenantError with code DEVICE_UNAVAILABLE when the
+   * build has no CUDA backend or no device is visible; threads does not apply to it and gemm must be 'auto'.
+   */
+  device?: Device;
   /** Compute threads (one fixed pool shared by every kernel); default: all hardware threads. */
   threads?: number;
   /** Seed of the weight initialization. */
@@ -110,7 +120,7 @@ function checkFinite(name: string, v: unknown, lo = -Infinity, hi = Infinity): n
 /** A GPT-2 training engine on native memory. Calls that compute return promises and run off the event loop. */
 export class Engine {
   readonly model: ModelConfig;
-  readonly device = 'cpu' as const;
+  readonly device: Device;
   readonly numParams: number;
   readonly threads: number;
   readonly attention: Attention;
@@ -119,6 +129,7 @@ export class Engine {
   private constructor(model: ModelConfig, handle: NativeEngineHandle, attention: Attention) {
     this.model = model;
     this.handle = handle;
+    this.device = handle.device();
     this.numParams = handle.numParams();
     this.threads = handle.threads();
     this.attention = attention;
@@ -128,17 +139,36 @@ export class Engine {
     if (typeof opts !== 'object' || opts === null) throw new TypeError(invalidParameter('opts', 'an object', opts));
     const model = parseModelConfig(opts.model, 'model');
     const device = opts.device ?? 'cpu';
-    if (device !== 'cpu') {
-      throw new RangeError(invalidParameter('device', "'cpu' (this build has no CUDA backend)", device));
-    }
+    if (device !== 'cpu' && device !== 'cuda') throw new RangeError(invalidParameter('device', "'cpu' or 'cuda'", device));
     const threads = opts.threads === undefined ? 0 : checkInt('threads', opts.threads, 1, 1024);
     const seed = opts.seed === undefined ? 0 : checkInt('seed', opts.seed, 0, 2147483647);
     const attention = opts.attention ?? 'flash';
     if (attention !== 'flash' && attention !== 'naive') throw new RangeError(invalidParameter('attention', "'flash' or 'naive'", attention));
     const gemm = opts.gemm ?? 'auto';
     if (!['auto', 'blas', 'packed', 'ref'].includes(gemm)) throw new RangeError(invalidParameter('gemm', "'auto', 'blas', 'packed' or 'ref'", gemm));
+    if (device === 'cuda' && gemm !== 'auto') {
+      throw new RangeError(invalidParameter('gemm', "'auto' with device 'cuda' (cuBLAS or the CUDA engine's own GEMM)", gemm));
+    }
     const A = load();
-    return new Engine(model, new A.NativeEngine(model, threads, seed, attention, gemm), attention);
+    if (device === 'cuda' && !A.buildInfo().cuda) {
+      throw new CovenantError(
+        'DEVICE_UNAVAILABLE',
+        "device 'cuda' is not available: this build has no CUDA backend. HINT: install the CUDA toolkit (nvcc) and rebuild with `npm run build:native`, or use device 'cpu'",
+      );
+    }
+    let handle: NativeEngineHandle;
+    try {
+      handle = new A.NativeEngine(model, threads, seed, attention, gemm, device);
+    } catch (e) {
+      // Not `instanceof Error`: errors made by the addon may come from another realm (as under jest).
+      const m = typeof e === 'object' && e !== null ? (e as { message?: unknown }).message : undefined;
+      const msg = typeof m === 'string' ? m : String(e);
+      if (device === 'cuda' && msg.startsWith("device 'cuda' is not available")) {
+        throw new CovenantError('DEVICE_UNAVAILABLE', msg, { cause: e });
+      }
+      throw e;
+    }
+    return new Engine(model, handle, attention);
   }
 
   private live(): NativeEngineHandle {
@@ -234,7 +264,11 @@ export class Engine {
     return Array.from(out);
   }
 
-  /** Zero-copy view of the flat fp32 parameters (layout: src/train/param-layout.ts). */
+  /**
+   * Zero-copy view of the flat fp32 parameters (layout: src/train/param-layout.ts). On device 'cuda' the
+   * buffers live on the GPU: each call downloads into a host copy and returns a view of it (a snapshot that
+   * the next call of the same accessor refreshes in place; write through loadParams, not through the view).
+   */
   params(): Float32Array {
     return this.live().view('params');
   }

@@ -110,7 +110,7 @@ describe('Engine', () => {
     expect(() => eng.loadParams(nan)).toThrow(/params\[9\]/);
     expect(() => Engine.create({ model: { ...model, channels: 15 }, threads: 1 })).toThrow(/divisible/);
     expect(() => Engine.create({ model: { ...model, numLayers: 0 }, threads: 1 })).toThrow(/model\.numLayers/);
-    expect(() => Engine.create({ model, threads: 1, device: 'cuda' as never })).toThrow(/device/);
+    expect(() => Engine.create({ model, threads: 1, device: 'tpu' as never })).toThrow(/device/);
     expect(() => Engine.create({ model, threads: -1 })).toThrow(/threads/);
     await expect(eng.generate([1, 99], 3)).rejects.toThrow(/prompt\[1\]/);
   });

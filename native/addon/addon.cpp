@@ -2,6 +2,9 @@
 #include <napi.h>
 
 #include "covenant/gemm.h"
+#ifdef COVENANT_HAVE_CUDA
+#include "covenant/cuda_gemm.h"
+#endif
 #include "covenant/thread_pool.h"
 #include "comm_wrap.h"
 #include "engine_wrap.h"
@@ -17,7 +20,13 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("gemmDefault", covenant::gemm_backend_name(covenant::gemm_default_backend()));
   o.Set("packedIsa", covenant::gemm_packed_isa());
   o.Set("hardwareThreads", covenant::ThreadPool::hardware_threads());
+#ifdef COVENANT_HAVE_CUDA
+  o.Set("cuda", true);  // built with the CUDA backend (whether a device exists is Engine.create's question)
+  o.Set("cudaGemm", covenant::cuda::gemm_impl_name(covenant::cuda::GpuGemmImpl::Auto));
+#else
   o.Set("cuda", false);
+  o.Set("cudaGemm", "none");
+#endif
   return o;
 }
 

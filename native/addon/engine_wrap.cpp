@@ -1,5 +1,6 @@
 // Engine binding. Arguments are read into plain C++ values on the main thread; the worker threads touch
-// only C++ data; every C++ exception becomes a rejected promise or a thrown JS error.
+// only C++ data; every C++ exception becomes a rejected promise or a thrown JS error. One NativeEngine wraps
+// the CPU GPT or, with device 'cuda' in a build with COVENANT_HAVE_CUDA, the CUDA GPTCuda (Engines).
 #include "engine_wrap.h"
 
 #include <cmath>
@@ -14,6 +15,9 @@
 namespace covenant_addon {
 
 using covenant::GPT;
+#ifdef COVENANT_HAVE_CUDA
+using covenant::GPTCuda;
+#endif
 
 namespace {
 
@@ -58,7 +62,7 @@ class Job : public Napi::AsyncWorker {
  public:
   using Work = std::function<void()>;
   using Done = std::function<Napi::Value(Napi::Env)>;
-  Job(Napi::Env env, std::shared_ptr<GPT> keep, std::shared_ptr<bool> busy, Work work, Done done)
+  Job(Napi::Env env, std::shared_ptr<void> keep, std::shared_ptr<bool> busy, Work work, Done done)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), keep_(std::move(keep)),
         busy_(std::move(busy)), work_(std::move(work)), done_(std::move(done)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
@@ -88,16 +92,16 @@ class Job : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  std::shared_ptr<GPT> keep_;
+  std::shared_ptr<void> keep_;
   std::shared_ptr<bool> busy_;
   Work work_;
   Done done_;
 };
 
-Napi::Value schedule(Napi::Env env, std::shared_ptr<GPT> gpt, std::shared_ptr<bool> busy, Job::Work work,
+Napi::Value schedule(Napi::Env env, const Engines& eng, std::shared_ptr<bool> busy, Job::Work work,
                      Job::Done done) {
   *busy = true;
-  auto* job = new Job(env, std::move(gpt), std::move(busy), std::move(work), std::move(done));
+  auto* job = new Job(env, eng.keep(), std::move(busy), std::move(work), std::move(done));
   Napi::Promise p = job->Promise();
   job->Queue();
   return p;
@@ -109,6 +113,29 @@ Napi::Float32Array shared_view(Napi::Env env, covenant::SharedFloats buf, size_t
       env, buf.get(), n * sizeof(float), [](Napi::Env, void*, covenant::SharedFloats* h) { delete h; }, hold);
   return Napi::Float32Array::New(env, n, ab, 0);
 }
+
+// Runs f on the main thread, turning a C++ exception (a CUDA error from a copy) into a JS Error.
+template <class F>
+decltype(auto) js_errors(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw Napi::RangeError::New(env, e.what());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+#ifdef COVENANT_HAVE_CUDA
+GPTCuda::Buffer cuda_buffer(const std::string& which) {
+  if (which == "params") return GPTCuda::Buffer::Params;
+  if (which == "grads") return GPTCuda::Buffer::Grads;
+  if (which == "adamM") return GPTCuda::Buffer::AdamM;
+  return GPTCuda::Buffer::AdamV;
+}
+#endif
 
 }  // namespace
 
@@ -122,10 +149,11 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod("paramsHash", &EngineWrap::ParamsHash), InstanceMethod("step", &EngineWrap::Step),
                       InstanceMethod("forwardBackward", &EngineWrap::ForwardBackward),
                       InstanceMethod("evalLoss", &EngineWrap::EvalLoss), InstanceMethod("logits", &EngineWrap::Logits),
-                      InstanceMethod("generate", &EngineWrap::Generate), InstanceMethod("dispose", &EngineWrap::Dispose)});
+                      InstanceMethod("generate", &EngineWrap::Generate), InstanceMethod("device", &EngineWrap::Device),
+                      InstanceMethod("dispose", &EngineWrap::Dispose)});
 }
 
-// new NativeEngine(model, threads, seed, attention, gemm)
+// new NativeEngine(model, threads, seed, attention, gemm, device = 'cpu')
 EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) type_error(env, "Expected an object for model");
@@ -140,7 +168,13 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
   int seed = int_arg(info, 2, "seed", 0);
   std::string attention = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "flash";
   std::string gemm = info.Length() > 4 && info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : "auto";
+  std::string device = info.Length() > 5 && info[5].IsString() ? info[5].As<Napi::String>().Utf8Value() : "cpu";
   if (attention != "flash" && attention != "naive") range_error(env, "Expected 'flash' or 'naive' for attention but received " + attention);
+  if (device != "cpu" && device != "cuda") range_error(env, "Expected 'cpu' or 'cuda' for device but received " + device);
+  if (device == "cuda") {
+    InitCuda(env, cfg, (uint64_t)seed, attention, gemm);
+    return;
+  }
   covenant::GemmBackend backend;
   if (gemm == "auto") backend = covenant::GemmBackend::Auto;
   else if (gemm == "blas") backend = covenant::GemmBackend::Blas;
@@ -150,36 +184,80 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
   if (backend == covenant::GemmBackend::Blas && !covenant::gemm_have_blas())
     range_error(env, "gemm 'blas' is not available: this build found no BLAS. HINT: apt-get install libopenblas-dev, then npm run build:native");
   try {
-    gpt_ = std::make_shared<GPT>(cfg, threads, (uint64_t)seed);
+    eng_.cpu = std::make_shared<GPT>(cfg, threads, (uint64_t)seed);
   } catch (const std::invalid_argument& e) {
     range_error(env, e.what());
   } catch (const std::bad_alloc&) {
     range_error(env, "not enough memory for a model of this shape");
   }
-  gpt_->set_attention(attention == "naive" ? covenant::AttentionKind::Naive : covenant::AttentionKind::Flash);
-  gpt_->set_gemm(backend);
+  eng_.cpu->set_attention(attention == "naive" ? covenant::AttentionKind::Naive : covenant::AttentionKind::Flash);
+  eng_.cpu->set_gemm(backend);
 }
 
-std::shared_ptr<GPT> EngineWrap::live(Napi::Env env) {
-  if (!gpt_) throw Napi::Error::New(env, "Engine is disposed");
+// device 'cuda': the CUDA engine, or a JS Error saying why there is none. gemm must be 'auto' (the CUDA
+// engine picks cuBLAS or its own kernel at build time).
+void EngineWrap::InitCuda(Napi::Env env, const covenant::GPTConfig& cfg, uint64_t seed, const std::string& attention,
+                          const std::string& gemm) {
+#ifdef COVENANT_HAVE_CUDA
+  if (gemm != "auto")
+    range_error(env, "gemm '" + gemm + "' applies to the CPU engine only; device 'cuda' takes gemm 'auto' (cuBLAS where "
+                     "the build found it, else its own GEMM kernel)");
+  const std::string why = covenant::cuda_device_error();
+  if (!why.empty())
+    throw Napi::Error::New(env, "device 'cuda' is not available: " + why +
+                                    ". HINT: check nvidia-smi and CUDA_VISIBLE_DEVICES, or use device 'cpu'");
+  try {
+    eng_.gpu = std::make_shared<GPTCuda>(cfg, seed);
+  } catch (const std::invalid_argument& e) {
+    range_error(env, e.what());
+  } catch (const std::bad_alloc&) {
+    range_error(env, "not enough host memory for a model of this shape");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("device 'cuda': ") + e.what());
+  }
+  eng_.gpu->set_attention(attention == "naive" ? covenant::AttentionKind::Naive : covenant::AttentionKind::Flash);
+#else
+  (void)cfg;
+  (void)seed;
+  (void)attention;
+  (void)gemm;
+  throw Napi::Error::New(env, "device 'cuda' is not available: this build has no CUDA backend. HINT: install the CUDA "
+                              "toolkit (nvcc) and rebuild with `npm run build:native`, or use device 'cpu'");
+#endif
+}
+
+Engines EngineWrap::any(Napi::Env env) {
+  if (!eng_) throw Napi::Error::New(env, "Engine is disposed");
+  return eng_;
+}
+
+Engines EngineWrap::live(Napi::Env env) {
+  if (!eng_) throw Napi::Error::New(env, "Engine is disposed");
   if (*busy_) throw Napi::Error::New(env, "Engine is busy: await the previous step/evalLoss/logits/generate call first");
-  return gpt_;
+  return eng_;
+}
+
+// device() -> 'cpu' | 'cuda'
+Napi::Value EngineWrap::Device(const Napi::CallbackInfo& info) {
+  Engines e = any(info.Env());
+  return Napi::String::New(info.Env(), e.on_gpu() ? "cuda" : "cpu");
 }
 
 Napi::Value EngineWrap::NumParams(const Napi::CallbackInfo& info) {
-  if (!gpt_) throw Napi::Error::New(info.Env(), "Engine is disposed");
-  return Napi::Number::New(info.Env(), double(gpt_->num_params()));
+  Engines e = any(info.Env());
+  return Napi::Number::New(info.Env(), double(e.run([](auto& m) { return m.num_params(); })));
 }
 
+// Compute threads of the CPU engine; 1 (the host thread that drives the device) for the CUDA engine.
 Napi::Value EngineWrap::Threads(const Napi::CallbackInfo& info) {
-  if (!gpt_) throw Napi::Error::New(info.Env(), "Engine is disposed");
-  return Napi::Number::New(info.Env(), gpt_->threads());
+  Engines e = any(info.Env());
+  return Napi::Number::New(info.Env(), e.on_gpu() ? 1 : e.cpu->threads());
 }
 
 Napi::Value EngineWrap::Tensors(const Napi::CallbackInfo& info) {
-  if (!gpt_) throw Napi::Error::New(info.Env(), "Engine is disposed");
+  Engines e = any(info.Env());
   Napi::Env env = info.Env();
-  const auto& ts = gpt_->tensors();
+  const auto& ts = e.run([](auto& m) -> const std::vector<covenant::ParamTensorInfo>& { return m.tensors(); });
   Napi::Array out = Napi::Array::New(env, ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
     Napi::Object o = Napi::Object::New(env);
@@ -193,53 +271,74 @@ Napi::Value EngineWrap::Tensors(const Napi::CallbackInfo& info) {
 }
 
 // view('params' | 'grads' | 'adamM' | 'adamV') -> zero-copy Float32Array that keeps the buffer alive.
+// CUDA engine: the buffer is downloaded into its host copy first (refused while a call is in flight); the
+// array is that host copy, refreshed in place by the next view of the same buffer.
 Napi::Value EngineWrap::View(const Napi::CallbackInfo& info) {
-  if (!gpt_) throw Napi::Error::New(info.Env(), "Engine is disposed");
+  Engines e = any(info.Env());
   std::string which = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (which != "params" && which != "grads" && which != "adamM" && which != "adamV")
+    range_error(info.Env(), "Expected 'params', 'grads', 'adamM' or 'adamV' for view but received " + which);
+#ifdef COVENANT_HAVE_CUDA
+  if (e.on_gpu()) {
+    Engines g = live(info.Env());
+    covenant::SharedFloats host = js_errors(info.Env(), [&] { return g.gpu->host_copy(cuda_buffer(which)); });
+    return shared_view(info.Env(), host, g.gpu->num_params());
+  }
+#endif
+  std::shared_ptr<GPT> gpt = e.cpu;
   covenant::SharedFloats buf;
-  if (which == "params") buf = gpt_->params_shared();
-  else if (which == "grads") buf = gpt_->grads_shared();
-  else if (which == "adamM") buf = gpt_->adam_m_shared();
-  else if (which == "adamV") buf = gpt_->adam_v_shared();
-  else range_error(info.Env(), "Expected 'params', 'grads', 'adamM' or 'adamV' for view but received " + which);
-  return shared_view(info.Env(), buf, gpt_->num_params());
+  if (which == "params") buf = gpt->params_shared();
+  else if (which == "grads") buf = gpt->grads_shared();
+  else if (which == "adamM") buf = gpt->adam_m_shared();
+  else buf = gpt->adam_v_shared();
+  return shared_view(info.Env(), buf, gpt->num_params());
 }
 
 // loadParams(which, Float32Array): copies into the engine's buffer.
 Napi::Value EngineWrap::LoadParams(const Napi::CallbackInfo& info) {
-  auto gpt = live(info.Env());
+  Engines e = live(info.Env());
   std::string which = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  float* dst = which == "params" ? gpt->params() : which == "adamM" ? gpt->adam_m() : which == "adamV" ? gpt->adam_v() : nullptr;
-  if (!dst) range_error(info.Env(), "Expected 'params', 'adamM' or 'adamV' as the target but received " + which);
+  if (which != "params" && which != "adamM" && which != "adamV")
+    range_error(info.Env(), "Expected 'params', 'adamM' or 'adamV' as the target but received " + which);
   if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
     type_error(info.Env(), "Expected a Float32Array for " + which);
   Napi::Float32Array src = info[1].As<Napi::Float32Array>();
-  if (src.ElementLength() != gpt->num_params())
-    range_error(info.Env(), "Expected " + which + " of length " + std::to_string(gpt->num_params()) + " but received " + std::to_string(src.ElementLength()));
+  const size_t n = e.run([](auto& m) { return m.num_params(); });
+  if (src.ElementLength() != n)
+    range_error(info.Env(), "Expected " + which + " of length " + std::to_string(n) + " but received " + std::to_string(src.ElementLength()));
+#ifdef COVENANT_HAVE_CUDA
+  if (e.on_gpu()) {
+    js_errors(info.Env(), [&] { e.gpu->upload(cuda_buffer(which), src.Data()); });
+    return info.Env().Undefined();
+  }
+#endif
+  GPT* gpt = e.cpu.get();
+  float* dst = which == "params" ? gpt->params() : which == "adamM" ? gpt->adam_m() : gpt->adam_v();
   if (src.Data() != dst) std::memmove(dst, src.Data(), gpt->num_params() * sizeof(float));
   return info.Env().Undefined();
 }
 
 Napi::Value EngineWrap::AdamStep(const Napi::CallbackInfo& info) {
-  if (!gpt_) throw Napi::Error::New(info.Env(), "Engine is disposed");
-  return Napi::Number::New(info.Env(), gpt_->adam_step());
+  Engines e = any(info.Env());
+  return Napi::Number::New(info.Env(), e.run([](auto& m) { return m.adam_step(); }));
 }
 
 Napi::Value EngineWrap::SetAdamStep(const Napi::CallbackInfo& info) {
-  auto gpt = live(info.Env());
-  gpt->set_adam_step(int_arg(info, 0, "optimizerStep", 0));
+  Engines e = live(info.Env());
+  const int t = int_arg(info, 0, "optimizerStep", 0);
+  e.run([t](auto& m) { m.set_adam_step(t); });
   return info.Env().Undefined();
 }
 
 Napi::Value EngineWrap::ParamsHash(const Napi::CallbackInfo& info) {
-  auto gpt = live(info.Env());
-  return Napi::String::New(info.Env(), gpt->params_hash());
+  Engines e = live(info.Env());
+  return Napi::String::New(info.Env(), js_errors(info.Env(), [&] { return e.run([](auto& m) { return m.params_hash(); }); }));
 }
 
 // step(tokens, B, T, opt) -> Promise<{loss, gradNorm}>
 Napi::Value EngineWrap::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env);
+  Engines gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * (T + 1), "tokens");
   if (info.Length() < 4 || !info[3].IsObject()) type_error(env, "Expected an object for opt");
@@ -252,7 +351,7 @@ Napi::Value EngineWrap::Step(const Napi::CallbackInfo& info) {
   opt.weight_decay = float_field(o, "weightDecay", opt.weight_decay);
   opt.grad_clip = float_field(o, "gradClip", opt.grad_clip);
   auto result = std::make_shared<covenant::StepResult>();
-  return schedule(env, gpt, busy_, [=] { *result = gpt->train_step(tokens.data(), B, T, opt); },
+  return schedule(env, gpt, busy_, [=] { *result = gpt.run([&](auto& m) { return m.train_step(tokens.data(), B, T, opt); }); },
                   [=](Napi::Env e) {
                     Napi::Object r = Napi::Object::New(e);
                     r.Set("loss", result->loss);
@@ -263,11 +362,11 @@ Napi::Value EngineWrap::Step(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::ForwardBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env);
+  Engines gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * (T + 1), "tokens");
   auto loss = std::make_shared<float>(0.f);
-  return schedule(env, gpt, busy_, [=] { *loss = gpt->forward_backward(tokens.data(), B, T); },
+  return schedule(env, gpt, busy_, [=] { *loss = gpt.run([&](auto& m) { return m.forward_backward(tokens.data(), B, T); }); },
                   [=](Napi::Env e) {
                     Napi::Object r = Napi::Object::New(e);
                     r.Set("loss", *loss);
@@ -277,22 +376,22 @@ Napi::Value EngineWrap::ForwardBackward(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::EvalLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env);
+  Engines gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * (T + 1), "tokens");
   auto loss = std::make_shared<float>(0.f);
-  return schedule(env, gpt, busy_, [=] { *loss = gpt->eval_loss(tokens.data(), B, T); },
+  return schedule(env, gpt, busy_, [=] { *loss = gpt.run([&](auto& m) { return m.eval_loss(tokens.data(), B, T); }); },
                   [=](Napi::Env e) { return Napi::Number::New(e, *loss); });
 }
 
 Napi::Value EngineWrap::Logits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env);
+  Engines gpt = live(env);
   int B = int_arg(info, 1, "B", 1), T = int_arg(info, 2, "T", 1);
   auto tokens = tokens_arg(info, 0, (size_t)B * T, "tokens");
-  size_t n = (size_t)B * T * gpt->config().vocab_size;
+  size_t n = (size_t)B * T * gpt.run([](auto& m) { return m.config().vocab_size; });
   auto out = std::make_shared<std::vector<float>>(n);
-  return schedule(env, gpt, busy_, [=] { gpt->logits(out->data(), tokens.data(), B, T); },
+  return schedule(env, gpt, busy_, [=] { gpt.run([&](auto& m) { m.logits(out->data(), tokens.data(), B, T); }); },
                   [=](Napi::Env e) {
                     Napi::Float32Array a = Napi::Float32Array::New(e, n);
                     std::memcpy(a.Data(), out->data(), n * sizeof(float));
@@ -303,7 +402,7 @@ Napi::Value EngineWrap::Logits(const Napi::CallbackInfo& info) {
 // generate(prompt Int32Array, maxNew, temperature, topK, seed) -> Promise<Int32Array>
 Napi::Value EngineWrap::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto gpt = live(env);
+  Engines gpt = live(env);
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     type_error(env, "Expected an Int32Array for prompt");
   Napi::Int32Array p = info[0].As<Napi::Int32Array>();
@@ -315,7 +414,7 @@ Napi::Value EngineWrap::Generate(const Napi::CallbackInfo& info) {
   int top_k = int_arg(info, 3, "topK", 0);
   int seed = int_arg(info, 4, "seed", 0);
   auto out = std::make_shared<std::vector<int32_t>>();
-  return schedule(env, gpt, busy_, [=] { *out = gpt->generate(prompt, max_new, float(temperature), top_k, seed); },
+  return schedule(env, gpt, busy_, [=] { *out = gpt.run([&](auto& m) { return m.generate(prompt, max_new, float(temperature), top_k, seed); }); },
                   [=](Napi::Env e) {
                     Napi::Int32Array a = Napi::Int32Array::New(e, out->size());
                     if (!out->empty()) std::memcpy(a.Data(), out->data(), out->size() * sizeof(int32_t));
@@ -325,7 +424,7 @@ Napi::Value EngineWrap::Generate(const Napi::CallbackInfo& info) {
 
 // Releases the engine; a call in flight keeps it alive until it settles. Views stay valid.
 Napi::Value EngineWrap::Dispose(const Napi::CallbackInfo& info) {
-  gpt_.reset();
+  eng_.reset();
   return info.Env().Undefined();
 }
 

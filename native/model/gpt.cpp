@@ -15,6 +15,7 @@
 #include "covenant/rng.h"
 #include "covenant/sha256.h"
 #include "covenant/thread_pool.h"
+#include "sample_token.h"
 
 namespace covenant {
 
@@ -301,26 +302,7 @@ std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int max_n
     split_tokens(ctx.data() + ctx.size() - T, 1, T, false);
     forward(1, T);
     const float* row = acts_->logits + (size_t)(T - 1) * V;
-    int32_t next;
-    if (temperature <= 0.f) {
-      next = int32_t(std::max_element(row, row + V) - row);
-    } else {
-      int k = top_k <= 0 || top_k > V ? V : top_k;
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int x, int y) { return row[x] > row[y]; });
-      float maxv = row[order[0]];
-      double sum = 0.0;
-      for (int i = 0; i < k; ++i) {
-        probs[i] = std::exp((row[order[i]] - maxv) / temperature);
-        sum += probs[i];
-      }
-      double u = rng.uniform() * sum, acc = 0.0;
-      next = order[k - 1];
-      for (int i = 0; i < k; ++i) {
-        acc += probs[i];
-        if (u < acc) { next = order[i]; break; }
-      }
-    }
+    const int32_t next = sample_token(row, V, temperature, top_k, rng, order, probs);
     ctx.push_back(next);
     produced.push_back(next);
   }

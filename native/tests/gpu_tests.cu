@@ -2,7 +2,9 @@
 // poisoned (0xFF bytes) before each run (outputs that accumulate start from random values instead):
 //   - include/covenant/cuda_quant.h against the scalar *_ref functions and ErrorFeedbackCompressor, bit for bit;
 //   - include/covenant/cuda_kernels.h against kernels.h (and, for non-causal attention, an fp64 host
-//     reference), each at the tolerance stated by its test.
+//     reference), each at the tolerance stated by its test;
+//   - the CUDA engine: cuda_gemm.h against gemm_ref, the fp32 attention against the CPU flash attention, and
+//     GPTCuda trained side by side with the CPU GPT (same seed, same tokens; losses within 2e-2 per step).
 // Exits 0 with "GPU suite skipped: no CUDA device" where there is no device. The seed is printed;
 // COVENANT_GPU_TEST_SEED=N repeats a run. argv[1] filters tests by name.
 #include <algorithm>
@@ -18,8 +20,12 @@
 #include <vector>
 
 #include "../core/cuda_check.h"
+#include "covenant/cuda_gemm.h"
 #include "covenant/cuda_kernels.h"
 #include "covenant/cuda_quant.h"
+#include "covenant/gemm.h"
+#include "covenant/gpt.h"
+#include "covenant/gpt_cuda.h"
 #include "covenant/kernels.h"
 #include "covenant/quant.h"
 #include "covenant/thread_pool.h"
@@ -758,6 +764,225 @@ void test_layer_bad_args() {
   CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+
+// ---- the CUDA engine (include/covenant/cuda_gemm.h, gpt_cuda.h) ----
+
+// Our GEMM kernel against gemm_ref, every transposition, sizes that do not divide the 64x64 tiles, alpha and
+// beta. fp32 with sums in another order: rtol 1e-4, atol 1e-5 x sqrt(K). GpuGemm (cuBLAS where built with it:
+// bf16 products) at rtol/atol 2e-2 x sqrt(K).
+void test_gemm() {
+  const int shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {64, 64, 16}, {65, 130, 33}, {200, 96, 257}, {128, 768, 64}};
+  cuda::GpuGemm lib;
+  std::printf("    (GpuGemm uses %s)\n", cuda::gemm_impl_name(lib.impl()));
+  for (const auto& s : shapes)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (int lib_path = 0; lib_path < 2; ++lib_path) {
+          const int M = s[0], N = s[1], K = s[2];
+          const Trans TA = ta ? Trans::T : Trans::N, TB = tb ? Trans::T : Trans::N;
+          const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+          const auto A = gauss_vec(size_t(ta ? K : M) * lda, 1.0f), B = gauss_vec(size_t(tb ? N : K) * ldb, 1.0f);
+          const auto C0 = gauss_vec(size_t(M) * ldc, 1.0f);
+          const float alpha = 0.75f, beta = lib_path ? 1.0f : 0.5f;
+          std::vector<float> ref = C0;
+          gemm_ref(TA, TB, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, ref.data(), ldc);
+          Dev<float> dA(A.size()), dB(B.size()), dC(C0.size());
+          dA.upload(A);
+          dB.upload(B);
+          dC.upload(C0);
+          if (lib_path) lib.gemm(TA, TB, M, N, K, alpha, dA.p, lda, dB.p, ldb, beta, dC.p, ldc, nullptr);
+          else cuda::gemm_own(TA, TB, M, N, K, alpha, dA.p, lda, dB.p, ldb, beta, dC.p, ldc, nullptr);
+          const double sk = std::sqrt(double(K));
+          const bool bf16 = lib_path && lib.impl() == cuda::GpuGemmImpl::Cublas;
+          CHECK_CLOSE(dC.download(), ref, bf16 ? 2e-2 : 1e-4, (bf16 ? 2e-2 : 1e-5) * sk,
+                      fmt("gemm %s M=%d N=%d K=%d ta=%d tb=%d", lib_path ? "lib" : "own", M, N, K, ta, tb));
+        }
+  // beta == 0 ignores C (NaN there must not leak through).
+  Dev<float> dA(4), dB(4), dC(4);
+  dA.upload({1, 2, 3, 4});
+  dB.upload({1, 0, 0, 1});
+  dC.poison();  // 0xFF bytes: NaN
+  cuda::gemm_own(Trans::N, Trans::N, 2, 2, 2, 1.f, dA.p, 2, dB.p, 2, 0.f, dC.p, 2, nullptr);
+  const auto c = dC.download();
+  CHECK(c[0] == 1 && c[1] == 2 && c[2] == 3 && c[3] == 4, "gemm_own beta 0: got %g %g %g %g", as_double(c[0]),
+        as_double(c[1]), as_double(c[2]), as_double(c[3]));
+}
+
+// fp32 attention against the CPU flash attention (causal), any head size: rtol 1e-4 / atol 1e-5 x the
+// output scale (fp32, sums in another order).
+void test_attention_fp32() {
+  const int cases[][4] = {{1, 1, 16, 1}, {2, 17, 64, 4}, {2, 64, 64, 1}, {3, 40, 96, 3}, {1, 130, 128, 1}};
+  for (const auto& c : cases) {
+    const int B = c[0], T = c[1], C = c[2], NH = c[3];
+    const size_t n3 = size_t(B) * T * 3 * C, n = size_t(B) * T * C, nl = size_t(B) * NH * T;
+    const auto qkv = gauss_vec(n3, 1.0f), dout = gauss_vec(n, 1.0f);
+    std::vector<float> out_r(n), lse_r(nl), dqkv_r(n3);
+    attention_flash_forward(out_r.data(), lse_r.data(), qkv.data(), B, T, C, NH, &cpu_pool());
+    attention_flash_backward(dqkv_r.data(), dout.data(), qkv.data(), out_r.data(), lse_r.data(), B, T, C, NH,
+                             &cpu_pool());
+    Dev<float> d_qkv(n3), d_out(n), d_lse(nl), d_dout(n), d_dqkv(n3), d_delta(nl);
+    d_qkv.upload(qkv);
+    d_dout.upload(dout);
+    d_out.poison();
+    d_lse.poison();
+    d_dqkv.poison();
+    cuda::attention_fp32_forward(d_out.p, d_lse.p, d_qkv.p, B, T, C, NH, nullptr);
+    cuda::attention_fp32_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, C, NH, nullptr);
+    const std::string label = fmt("attention_fp32 B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    CHECK_CLOSE(d_out.download(), out_r, 1e-4, 1e-5 * max_abs(out_r), label + " out");
+    CHECK_CLOSE(d_lse.download(), lse_r, 1e-5, 1e-5, label + " lse");
+    CHECK_CLOSE(d_dqkv.download(), dqkv_r, 1e-4, 1e-5 * max_abs(dqkv_r), label + " dqkv");
+  }
+}
+
+// (B, T+1) tokens per step from a learnable sequence (a noisy periodic pattern), so the loss falls.
+std::vector<int32_t> engine_tokens(int B, int T, int V, int step) {
+  std::vector<int32_t> tok(size_t(B) * (T + 1));
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t <= T; ++t) {
+      const int pos = step * 7 + b * 13 + t;
+      int id = (pos * 5 + (pos / 3)) % V;
+      if (g_rng() % 10 == 0) id = int(g_rng() % V);
+      tok[size_t(b) * (T + 1) + t] = id;
+    }
+  return tok;
+}
+
+// Trains the CPU GPT and GPTCuda side by side from the same seed on the same tokens: the initial parameters
+// hash equal; every step's loss within relative 2e-2 of the CPU's and the gradient norm within 5e-2; after
+// the run the parameters agree to 2e-2 relative RMS (1e-1 with bf16 in the path); eval loss and logits agree;
+// loadParams (upload) of the CPU's parameters makes the hashes equal again.
+void engine_run(const char* what, const GPTConfig& cfg, AttentionKind attention, int B, int T, int steps) {
+  const uint64_t seed = 1234;
+  GPT cpu(cfg, 0, seed);
+  GPTCuda gpu(cfg, seed);
+  gpu.set_attention(attention);
+  std::printf("    (%s: attention %s, gemm %s, V=%d maxT=%d L=%d NH=%d C=%d, B=%d T=%d)\n", what,
+              gpu.uses_bf16_attention() ? "bf16 flash" : "fp32", gpu.gemm_name(), cfg.vocab_size, cfg.max_seq_len,
+              cfg.num_layers, cfg.num_heads, cfg.channels, B, T);
+  CHECK(gpu.num_params() == cpu.num_params(), "%s: num_params %zu vs CPU %zu", what, gpu.num_params(),
+        cpu.num_params());
+  CHECK(gpu.params_hash() == cpu.params_hash(), "%s: initial parameters differ from the CPU's (hash)", what);
+  AdamWConfig opt;
+  opt.lr = 3e-3f;
+  opt.weight_decay = 0.1f;
+  opt.grad_clip = 1.0f;
+  float first = 0.f, last = 0.f;
+  for (int step = 0; step < steps; ++step) {
+    const auto tok = engine_tokens(B, T, cfg.vocab_size, step);
+    const StepResult rc = cpu.train_step(tok.data(), B, T, opt);
+    const StepResult rg = gpu.train_step(tok.data(), B, T, opt);
+    const double dl = std::fabs(double(rg.loss) - rc.loss) / std::fabs(double(rc.loss));
+    const double dn = std::fabs(double(rg.grad_norm) - rc.grad_norm) / std::max(1e-12, std::fabs(double(rc.grad_norm)));
+    CHECK(dl <= 2e-2, "%s step %d: loss %.6f vs CPU %.6f (relative %.3g > 2e-2)", what, step, as_double(rg.loss),
+          as_double(rc.loss), dl);
+    CHECK(dn <= 5e-2, "%s step %d: grad norm %.6f vs CPU %.6f (relative %.3g > 5e-2)", what, step,
+          as_double(rg.grad_norm), as_double(rc.grad_norm), dn);
+    if (step == 0) first = rc.loss;
+    last = rc.loss;
+    if (step == 0 || step == steps - 1)
+      std::printf("    step %2d: loss cpu %.6f gpu %.6f, grad norm cpu %.6f gpu %.6f\n", step, as_double(rc.loss),
+                  as_double(rg.loss), as_double(rc.grad_norm), as_double(rg.grad_norm));
+  }
+  CHECK(last < first, "%s: the loss did not fall (%.6f -> %.6f)", what, as_double(first), as_double(last));
+  CHECK(gpu.adam_step() == steps, "%s: adam_step %d after %d steps", what, gpu.adam_step(), steps);
+
+  const auto pg = gpu.host_copy(GPTCuda::Buffer::Params);
+  double se = 0.0, sr = 0.0;
+  for (size_t i = 0; i < cpu.num_params(); ++i) {
+    const double d = double(pg.get()[i]) - cpu.params()[i];
+    se += d * d;
+    sr += double(cpu.params()[i]) * cpu.params()[i];
+  }
+  // AdamW turns small gradient differences on near-zero gradients into whole steps, so bf16 (attention or
+  // cuBLAS GEMMs) gets a looser bound than fp32.
+  const bool bf16 = gpu.uses_bf16_attention() || cuda::gemm_have_cublas();
+  const double rel_rms = std::sqrt(se / std::max(sr, 1e-30)), rms_tol = bf16 ? 1e-1 : 2e-2;
+  CHECK(rel_rms <= rms_tol, "%s: parameters after %d steps differ from the CPU's by relative RMS %.3g (> %.0e)", what,
+        steps, rel_rms, rms_tol);
+
+  const auto tok = engine_tokens(B, T, cfg.vocab_size, steps);
+  const float ec = cpu.eval_loss(tok.data(), B, T), eg = gpu.eval_loss(tok.data(), B, T);
+  CHECK(std::fabs(double(eg) - ec) <= 2e-2 * std::fabs(double(ec)), "%s: eval loss %.6f vs CPU %.6f", what,
+        as_double(eg), as_double(ec));
+
+  // Same parameters on both: logits agree, and the hash is the CPU's.
+  gpu.upload(GPTCuda::Buffer::Params, cpu.params());
+  CHECK(gpu.params_hash() == cpu.params_hash(), "%s: hash after loading the CPU's parameters differs", what);
+  std::vector<int32_t> inputs(size_t(B) * T);
+  for (size_t i = 0; i < inputs.size(); ++i) inputs[i] = tok[i / T * (T + 1) + i % T];
+  std::vector<float> lc(inputs.size() * cfg.vocab_size), lg(lc.size());
+  cpu.logits(lc.data(), inputs.data(), B, T);
+  gpu.logits(lg.data(), inputs.data(), B, T);
+  CHECK_CLOSE(lg, lc, bf16 ? 5e-2 : 1e-3, (bf16 ? 5e-2 : 1e-3) * max_abs(lc), fmt("%s logits", what));
+  const auto gen_c = cpu.generate({1, 2, 3}, 5, 0.f, 0, 7);
+  const auto gen_g = gpu.generate({1, 2, 3}, 5, 0.f, 0, 7);
+  CHECK(gen_g.size() == 5, "%s: generate produced %zu tokens", what, gen_g.size());
+  if (!bf16) CHECK(gen_g == gen_c, "%s: greedy generation differs from the CPU's", what);
+}
+
+// The `tiny` preset (src/train/model-config.ts: maxT 64, L 2, NH 4, C 64; head size 16, so fp32 attention),
+// V 512, 20 steps.
+void test_engine_tiny() {
+  GPTConfig cfg;
+  cfg.vocab_size = 512;
+  cfg.max_seq_len = 64;
+  cfg.num_layers = 2;
+  cfg.num_heads = 4;
+  cfg.channels = 64;
+  engine_run("tiny", cfg, AttentionKind::Flash, 4, 64, 20);
+}
+
+// Head size 64: the bf16 flash attention kernels on sm_80+ (fp32 elsewhere), then the same model with the
+// fp32 attention ('naive').
+void test_engine_bf16_attention() {
+  GPTConfig cfg;
+  cfg.vocab_size = 384;
+  cfg.max_seq_len = 96;
+  cfg.num_layers = 2;
+  cfg.num_heads = 2;
+  cfg.channels = 128;
+  engine_run("hs64 flash", cfg, AttentionKind::Flash, 3, 80, 20);
+  engine_run("hs64 naive", cfg, AttentionKind::Naive, 3, 80, 5);
+}
+
+// Token ids outside the vocabulary and T > maxT are refused on the host before any launch.
+void test_engine_bad_args() {
+  GPTConfig cfg;
+  cfg.vocab_size = 16;
+  cfg.max_seq_len = 8;
+  cfg.num_layers = 1;
+  cfg.num_heads = 1;
+  cfg.channels = 16;
+  GPTCuda gpu(cfg, 1);
+  std::vector<int32_t> tok(9, 3);
+  tok[4] = 16;
+  std::string m;
+  try {
+    gpu.eval_loss(tok.data(), 1, 8);
+  } catch (const std::out_of_range& e) {
+    m = e.what();
+  }
+  CHECK(m.find("token id 16") != std::string::npos, "token 16 >= V accepted or misreported: '%s'", m.c_str());
+  m.clear();
+  std::vector<int32_t> long_tok(10, 1);
+  try {
+    gpu.eval_loss(long_tok.data(), 1, 9);
+  } catch (const std::invalid_argument& e) {
+    m = e.what();
+  }
+  CHECK(m.find("maxSeqLen") != std::string::npos, "T > maxT accepted or misreported: '%s'", m.c_str());
+  cfg.num_heads = 2;
+  cfg.channels = 15;
+  m.clear();
+  try {
+    GPTCuda bad(cfg, 1);
+  } catch (const std::invalid_argument& e) {
+    m = e.what();
+  }
+  CHECK(m.find("divisible") != std::string::npos, "channels 15 with 2 heads accepted or misreported: '%s'", m.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -787,6 +1012,11 @@ int main(int argc, char** argv) {
       {"gpu_adamw", test_adamw},
       {"gpu_attention", test_attention},
       {"gpu_layer_bad_args", test_layer_bad_args},
+      {"gpu_gemm", test_gemm},
+      {"gpu_attention_fp32", test_attention_fp32},
+      {"gpu_engine_tiny", test_engine_tiny},
+      {"gpu_engine_bf16_attention", test_engine_bf16_attention},
+      {"gpu_engine_bad_args", test_engine_bad_args},
   };
   return covenant_test::run_tests(tests, argc, argv);
 }

@@ -11,7 +11,8 @@
 // nothing. Inputs must not alias outputs except where a kernel says "in place".
 //
 // Accumulate or overwrite, as on the CPU: every *_backward ACCUMULATES (+=) into the gradients it produces,
-// except attention_backward, which OVERWRITES dqkv (as attention_flash_backward does).
+// except attention_backward and attention_fp32_backward, which OVERWRITE dqkv (as attention_flash_backward
+// does).
 //
 // bf16 tensors are raw bit patterns (uint16_t: the upper half of an fp32), as safetensors stores them; the
 // inline helpers below convert on the host.
@@ -94,6 +95,33 @@ void attention_forward(uint16_t* out, float* lse, const uint16_t* qkv, int B, in
 // the forward's. Two kernels, no atomics: deterministic.
 void attention_backward(uint16_t* dqkv, float* delta, const uint16_t* dout, const uint16_t* qkv, const uint16_t* out,
                         const float* lse, int B, int T, int C, int NH, bool causal, void* stream);
+
+// ---- attention in fp32 (any head size, any compute capability): the GPT engine's fallback ----
+// The same contract as attention_forward / attention_backward above, causal only, on fp32 tensors: one thread
+// per query row (forward, dq pass) or per key (dk/dv pass), plain loops, no atomics. Correct but slow (it
+// re-reads K and V from global memory per row); used where the bf16 kernels do not apply (head size not 64 or
+// 128, compute capability below 8.0) or when the engine is asked for attention 'naive'.
+// out (B,T,C), lse (B,NH,T) OVERWRITTEN from qkv (B,T,3C).
+void attention_fp32_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH, void* stream);
+// dqkv (B,T,3C) OVERWRITTEN; delta (B,NH,T) scratch, overwritten.
+void attention_fp32_backward(float* dqkv, float* delta, const float* dout, const float* qkv, const float* out,
+                             const float* lse, int B, int T, int C, int NH, void* stream);
+
+// ---- small engine ops (engine_ops.cu), fp32 ----
+// out (N,OC) += bias (OC) broadcast over rows.
+void add_bias(float* out, const float* bias, int N, int OC, void* stream);
+// dbias (OC) += column sums of dout (N,OC) (ACCUMULATES; each column summed in row order: deterministic).
+void bias_backward(float* dbias, const float* dout, int N, int OC, void* stream);
+// out (n) = a + b (OVERWRITES).
+void residual_forward(float* out, const float* a, const float* b, size_t n, void* stream);
+// bf16 (n) = round-to-nearest-even(f32); f32 (n) = bf16.
+void f32_to_bf16(uint16_t* out, const float* inp, size_t n, void* stream);
+void bf16_to_f32(float* out, const uint16_t* inp, size_t n, void* stream);
+// Doubles of device scratch the reductions below need.
+size_t reduce_scratch_doubles();
+// *result (one double, device) = sum of x[i] (or of x[i]^2 with squares) over n, accumulated in double over a
+// fixed partition (fixed by n, not by the device): deterministic. scratch: reduce_scratch_doubles().
+void sum_to_double(double* result, double* scratch, const float* x, size_t n, bool squares, void* stream);
 
 }  // namespace cuda
 }  // namespace covenant
