@@ -80,8 +80,8 @@ function bookFixture(seed = 1) {
   const planner = new RoundPlanner({ seed, members: () => ids.map((i, k) => ({ peerId: i.peerId, address: `127.0.0.1:${7000 + k}` })), minMembers: 2, maxAttempts: 4, planDelayMs: 0, roundDeadlineMs: 60_000 });
   const book = new CommitmentBook({ planner, numBlocks: 8, numParams: 128, blockSize: 16, tokensPerRound: 100, normFactor: 6, clipFactor: 2, penaltyRounds: 5, logger: quiet });
   const scalesOf = (bound: number) => new Float32Array(8).fill(bound / (127 * Math.sqrt(128)));
-  const pushScales = (who: Identity, attempt: number, scales: Float32Array) =>
-    book.receiveScales(who.peerId, { meta: null, id: { round: 1, attempt }, scales: Buffer.from(scales.buffer) });
+  const pushScales = (who: Identity, attempt: number, scales: Float32Array, offset = 0) =>
+    book.receiveScales(who.peerId, { meta: null, id: { round: 1, attempt }, scales: Buffer.from(scales.buffer, scales.byteOffset, scales.byteLength), offset });
   // Commits a norm with scales whose bound is `bound` (default 2 × the norm), sending the scales first.
   const commit = (who: Identity, attempt: number, root: string, norm: number, o: { tokens?: number; bound?: number; claimBound?: number; push?: boolean } = {}) => {
     const scales = scalesOf(o.bound ?? 2 * norm);
@@ -140,9 +140,17 @@ test('the clip bound: clipFactor × the median scale bound once all are in', () 
 test('scales before the commitment: missing, malformed, or contradicting the claims, the member is refused before the ring', () => {
   const { ids, commit, pushScales, scalesOf } = bookFixture();
   expect(() => commit(ids[0], 0, 'a'.repeat(64), 1, { push: false })).toThrow(expect.objectContaining({ reason: 'scales-missing' }));
-  expect(() => pushScales(ids[0], 0, new Float32Array(7))).toThrow(expect.objectContaining({ reason: 'bad-scales' }));
+  expect(() => pushScales(ids[0], 0, new Float32Array(9))).toThrow(expect.objectContaining({ reason: 'bad-scales' })); // more than 8 blocks
   expect(() => pushScales(ids[0], 0, new Float32Array(8).fill(NaN))).toThrow(expect.objectContaining({ reason: 'bad-scales' }));
   expect(pushScales(ids[0], 5, scalesOf(1))).toEqual({ accepted: false }); // a stale or future attempt
+  // Chunks arrive in order; a commit before the last one finds the scales incomplete.
+  const s = scalesOf(2);
+  pushScales(ids[3], 0, s.subarray(0, 4));
+  expect(() => pushScales(ids[3], 0, s.subarray(4), 5)).toThrow(expect.objectContaining({ reason: 'bad-offset' }));
+  expect(() => pushScales(ids[3], 0, s, 4)).toThrow(expect.objectContaining({ reason: 'bad-scales' })); // past the end
+  expect(() => commit(ids[3], 0, 'd'.repeat(64), 1, { push: false })).toThrow(expect.objectContaining({ reason: 'scales-missing', message: expect.stringMatching(/sent 4 of 8/) }));
+  pushScales(ids[3], 0, s.subarray(4), 4);
+  expect(commit(ids[3], 0, 'd'.repeat(64), 1, { push: false })).toMatchObject({ status: 'COMMIT_STATUS_WAIT' });
   // A bound claimed 4× below what its scales give (to escape the clip).
   expect(commit(ids[0], 0, 'a'.repeat(64), 1, { bound: 4, claimBound: 1.0000001 })).toMatchObject({ status: 'COMMIT_STATUS_REFUSED', reason: expect.stringMatching(/scale-proof: committed the bound/) });
   // A norm below the floor its scales prove, and one above its own bound.

@@ -28,7 +28,7 @@ import { AllReduceResult, AllReduceTranscript, CommError, Compressor, dequantize
 import { GlobalState } from '../swarm/global-state';
 import { SignedClient } from '../swarm/grpc-client';
 import { loadOrCreateIdentity, Identity } from '../swarm/identity';
-import { CollectiveId, CommitRequest, coordinatorService, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
+import { CollectiveId, CommitRequest, coordinatorService, SCALES_CHUNK_BLOCKS, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
 import { parseRunConfig, RunConfig } from '../swarm/run-config';
 import { newSealingKey, openSecret, secretContext } from '../swarm/sealed-secret';
@@ -673,7 +673,13 @@ export class Worker {
         let clip = 1;
         if (commitment) {
           const scales = Buffer.from(compressed!.scales.buffer, compressed!.scales.byteOffset, compressed!.scales.byteLength);
-          await withRetry(() => this.#client.call('pushScales', { id: plan.id, scales }), { signal });
+          await withRetry(async () => {
+            for (let offset = 0; offset < compressed!.scales.length; offset += SCALES_CHUNK_BLOCKS) {
+              const chunk = scales.subarray(4 * offset, 4 * Math.min(compressed!.scales.length, offset + SCALES_CHUNK_BLOCKS));
+              const r = await this.#client.call('pushScales', { id: plan.id, scales: chunk, offset });
+              if (!r.accepted) return; // a stale attempt: its Commit answers REPLAN
+            }
+          }, { signal });
           this.#log.info('trust.scales', { round, attempt: plan.id.attempt, bytes: scales.length });
           const go = await this.#commitAndWait(plan, commitment);
           if (go === 'replan') {

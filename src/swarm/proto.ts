@@ -259,7 +259,11 @@ export interface PushScalesRequest {
   meta: RequestMeta | null;
   id: CollectiveId | null;
   scales: Buffer;
+  offset: number;
 }
+
+/** Block scales per PushScales chunk: 2 MiB of fp32, well under MAX_MESSAGE_BYTES. */
+export const SCALES_CHUNK_BLOCKS = 512 * 1024;
 
 export interface PushScalesResponse {
   accepted: boolean;

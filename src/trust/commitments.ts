@@ -71,8 +71,8 @@ export class CommitmentBook {
   readonly #refused = new Map<string, string>();
   /** Roots each peer committed, with their round (kept for the last rounds only). */
   readonly #roots = new Map<string, Map<string, number>>();
-  /** Scales by `${round}/${peerId}` (the same Δ for every attempt of a round). */
-  readonly #scales = new Map<string, Float32Array>();
+  /** Scales by `${round}/${peerId}` (the same Δ for every attempt of a round), with how many blocks arrived. */
+  readonly #scales = new Map<string, { scales: Float32Array; received: number }>();
   /** Attempts whose norms were judged, with their clip bound (0: none). */
   readonly #judged = new Map<string, number>();
 
@@ -120,13 +120,23 @@ export class CommitmentBook {
       throw new RpcError(grpc.status.PERMISSION_DENIED, `peer ${peerId} is not a member of round ${round} attempt ${attempt}`, 'not-in-round');
     }
     const b = req.scales ?? Buffer.alloc(0);
-    if (b.length !== 4 * this.#o.numBlocks) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scales hold ${b.length} bytes, not 4 × ${this.#o.numBlocks} blocks`, 'bad-scales');
-    const scales = new Float32Array(this.#o.numBlocks);
-    Buffer.from(scales.buffer).set(b);
-    for (let i = 0; i < scales.length; i++) {
-      if (!(Number.isFinite(scales[i]) && scales[i] >= 0)) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scale ${i} is ${scales[i]}, not a finite non-negative number`, 'bad-scales');
+    const key = `${round}/${peerId}`;
+    const offset = req.offset ?? 0;
+    // Chunks come in order; a chunk at 0 starts over (a retry, or another attempt of the round).
+    let entry = this.#scales.get(key);
+    if (!entry || offset === 0) this.#scales.set(key, (entry = { scales: new Float32Array(this.#o.numBlocks), received: 0 }));
+    const n = b.length / 4;
+    if (offset !== entry.received) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scales chunk at block ${offset}, expected ${entry.received}`, 'bad-offset');
+    if (b.length % 4 !== 0 || n === 0 || offset + n > this.#o.numBlocks) {
+      throw new RpcError(grpc.status.INVALID_ARGUMENT, `a scales chunk of ${b.length} bytes at block ${offset} does not fit ${this.#o.numBlocks} blocks of 4 bytes`, 'bad-scales');
     }
-    this.#scales.set(`${round}/${peerId}`, scales);
+    const chunk = new Float32Array(n);
+    Buffer.from(chunk.buffer).set(b);
+    for (let i = 0; i < n; i++) {
+      if (!(Number.isFinite(chunk[i]) && chunk[i] >= 0)) throw new RpcError(grpc.status.INVALID_ARGUMENT, `scale ${offset + i} is ${chunk[i]}, not a finite non-negative number`, 'bad-scales');
+    }
+    entry.scales.set(chunk, offset);
+    entry.received += n;
     return { accepted: true };
   }
 
@@ -156,8 +166,11 @@ export class CommitmentBook {
     if (prev && prev.merkleRoot !== req.merkleRoot) {
       throw new RpcError(grpc.status.FAILED_PRECONDITION, `peer ${peerId} already committed another root for round ${round} attempt ${attempt}`, 'conflicting-commitment');
     }
-    const scales = this.#scales.get(`${round}/${peerId}`);
-    if (!scales) throw new RpcError(grpc.status.FAILED_PRECONDITION, `peer ${peerId} sent no scales for round ${round}: PushScales comes before Commit`, 'scales-missing');
+    const sent = this.#scales.get(`${round}/${peerId}`);
+    if (!sent || sent.received !== this.#o.numBlocks) {
+      throw new RpcError(grpc.status.FAILED_PRECONDITION, `peer ${peerId} sent ${sent?.received ?? 0} of ${this.#o.numBlocks} scales for round ${round}: PushScales comes before Commit`, 'scales-missing');
+    }
+    const scales = sent.scales;
     if (!prev) {
       const fail = this.#check(peerId, req, round, scales);
       if (fail) {
