@@ -62,9 +62,10 @@ interface TrustSettings {
   T: number;
   innerLr: number;
   blockSize: number;
-  /** Cost runs: inner steps per round (H) and rounds measured (verifyEvery 1, and verifyEvery 5). */
+  /** Cost runs: inner steps per round (H) and rounds measured with verifyEvery 1; H and rounds with verifyEvery 5. */
   costH: number;
   costRounds: number;
+  costHEvery: number;
   costRoundsEvery: number;
   /** Robustness runs: H and committed rounds. */
   robustH: number;
@@ -80,6 +81,7 @@ function settingsFor(quick: boolean): TrustSettings {
     blockSize: RUN_DEFAULTS.blockSize,
     costH: quick ? 20 : 50,
     costRounds: quick ? 2 : 4,
+    costHEvery: quick ? 20 : RUN_DEFAULTS.innerSteps,
     costRoundsEvery: quick ? 5 : 10,
     robustH: 20,
     robustRounds: quick ? 6 : 15,
@@ -288,8 +290,19 @@ export async function benchTrust(opts: BenchOptions): Promise<void> {
   await withWorkDir('trust', (work) => run(opts, work));
 }
 
+/** The parts of the bench, all by default; COVENANT_TRUST_PARTS=cost,cost-every,robust,robust6 picks some (the JSON is then trust-PARTS.json). */
+const TRUST_PARTS = ['cost', 'cost-every', 'robust', 'robust6'] as const;
+
+function trustParts(env: string | undefined): Set<string> {
+  if (!env) return new Set(TRUST_PARTS);
+  const parts = env.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const p of parts) if (!(TRUST_PARTS as readonly string[]).includes(p)) throw new Error(`COVENANT_TRUST_PARTS: ${p} is not one of ${TRUST_PARTS.join(', ')}`);
+  return new Set(parts);
+}
+
 async function run(opts: BenchOptions, work: string): Promise<void> {
   const s = settingsFor(opts.quick);
+  const parts = trustParts(process.env.COVENANT_TRUST_PARTS);
   const busy = otherCpuBusy();
   const log = (m: string) => process.stderr.write(`trust: ${m}\n`);
   const dataDir = path.join(work, 'data');
@@ -303,17 +316,16 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   // 1. Cost at 4 members, preset small.
   const costParams = paramsOf(COST_PRESET);
   const numBlocks = Math.ceil(costParams / s.blockSize);
-  const tokensPerRound = s.costH * s.B * s.T;
   const costRuns = [
-    { verifyMembers: 0, verifyEvery: 1, rounds: s.costRounds },
-    { verifyMembers: 1, verifyEvery: 1, rounds: s.costRounds },
-    { verifyMembers: 1, verifyEvery: 5, rounds: s.costRoundsEvery },
+    ...(parts.has('cost') ? [{ verifyMembers: 0, verifyEvery: 1, rounds: s.costRounds, H: s.costH }, { verifyMembers: 1, verifyEvery: 1, rounds: s.costRounds, H: s.costH }] : []),
+    ...(parts.has('cost-every') ? [{ verifyMembers: 1, verifyEvery: 5, rounds: s.costRoundsEvery, H: s.costHEvery }] : []),
   ];
-  for (const { verifyMembers, verifyEvery, rounds } of costRuns) {
-    const runId = `trust-cost-v${verifyMembers}-e${verifyEvery}`;
-    const tag = `cost verifyMembers=${verifyMembers} verifyEvery=${verifyEvery}`;
-    log(`${tag}: ${rounds} rounds of H=${s.costH}, preset ${COST_PRESET}...`);
-    const r = await runSwarm({ runId, preset: COST_PRESET, H: s.costH, rounds, verifyMembers, verifyEvery, workerArgs: ['--eval-every', '0'], waitChecks: true, stallMs: 600_000 },
+  for (const { verifyMembers, verifyEvery, rounds, H } of costRuns) {
+    const tokensPerRound = H * s.B * s.T;
+    const runId = `trust-cost-v${verifyMembers}-e${verifyEvery}-h${H}`;
+    const tag = `cost verifyMembers=${verifyMembers} verifyEvery=${verifyEvery} H=${H}`;
+    log(`${tag}: ${rounds} rounds of H=${H}, preset ${COST_PRESET}...`);
+    const r = await runSwarm({ runId, preset: COST_PRESET, H, rounds, verifyMembers, verifyEvery, workerArgs: ['--eval-every', '0'], waitChecks: true, stallMs: 600_000 },
       s, dataDir, path.join(work, runId), (m) => log(`${tag}: ${m}`));
     const per = costFigures(r, runId, tokensPerRound, numBlocks);
     const full = per.filter((x) => x.members === WORKERS);
@@ -321,7 +333,7 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
     const extraBytes = sum('delta_fetch_bytes') + sum('opening_bytes') + sum('commit_bytes');
     rows.push({
       impl: 'covenant', bench: 'trust', case: 'cost', preset: COST_PRESET, params: costParams, members: WORKERS, verify_members: verifyMembers, verify_every: verifyEvery,
-      inner_steps: s.costH, B: s.B, T: s.T, compression: 'int8', block: s.blockSize, verify_batches: RUN_DEFAULTS.verifyBatches,
+      inner_steps: H, B: s.B, T: s.T, compression: 'int8', block: s.blockSize, verify_batches: RUN_DEFAULTS.verifyBatches,
       rounds: per.length, rounds_at_4: full.length,
       inner_seconds_per_round: sum('inner_seconds') / full.length,
       validator_seconds_per_round: sum('validator_seconds') / full.length,
@@ -340,7 +352,7 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   }
 
   // 2. Robustness, preset tiny: honest run vs one hostile member of each kind.
-  for (const hostile of [undefined, ...HOSTILE_KINDS, ...BOUNDED_KINDS]) {
+  for (const hostile of parts.has('robust') ? [undefined, ...HOSTILE_KINDS, ...BOUNDED_KINDS] : []) {
     const runId = `trust-robust-${hostile ?? 'honest'}`;
     const tag = hostile ? `hostile ${hostile}` : 'honest';
     log(`${tag}: ${s.robustRounds} rounds of H=${s.robustH}, preset ${ROBUST_PRESET}...`);
@@ -370,7 +382,7 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   }
   // 3. Two cheats of different kinds among 6 members, against an honest run of 6.
   const twoCheats: HostileKind[] = ['random-tokens', 'scaled'];
-  for (const hostiles of [[], twoCheats]) {
+  for (const hostiles of parts.has('robust6') ? [[], twoCheats] : []) {
     const runId = `trust-robust6-${hostiles.length ? 'two' : 'honest'}`;
     const tag = hostiles.length ? `6 members, cheats ${hostiles.join(' + ')}` : '6 members, honest';
     log(`${tag}: ${s.robustRounds} rounds of H=${s.robustH}, preset ${ROBUST_PRESET}...`);
@@ -399,21 +411,22 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   const costRows = rows.filter((x) => x.case === 'cost');
   const robustRows = rows.filter((x) => x.case === 'robustness');
   console.log(`\nTrust on Brown (bytes tokenizer, vocab ${VOCAB}), ${WORKERS} worker processes (1 thread each) and the coordinator's validator on one machine, loopback, int8 Δ (block ${s.blockSize}).`);
-  console.log(`cost: preset ${COST_PRESET} (${costParams} parameters), B=${s.B} T=${s.T}, H=${s.costH} inner steps per round, ${s.costRounds} rounds per run, ` +
-    `verifyBatches ${RUN_DEFAULTS.verifyBatches} (4 × ${Math.min(RUN_DEFAULTS.verifyBatches, s.costH)} evals of B×T per checked member); ` +
+  console.log(`cost: preset ${COST_PRESET} (${costParams} parameters), B=${s.B} T=${s.T}, H=${s.costH} inner steps per round and ${s.costRounds} rounds with verifyEvery 1, ` +
+    `H=${s.costHEvery} (the run default) and ${s.costRoundsEvery} rounds with verifyEvery 5, ` +
+    `verifyBatches ${RUN_DEFAULTS.verifyBatches} (4 × ${RUN_DEFAULTS.verifyBatches} evals of B×T per checked member); ` +
     'training = round.start → allreduce.start; validator = its busy seconds on the round\'s checks; bytes vs the round\'s all-reduce wire bytes.');
-  printTable('Verification cost per round at 4 members', ['verifyMembers/Every', 'rounds', 'checks/round', 'train s', 'validator s', 'span s', 'coord CPU s', 'wire MB', 'Δ fetch MB', 'scales+openings kB', 'commit B', 'extra time', 'extra bytes'],
-    costRows.map((x) => [`${String(x.verify_members)}/${String(x.verify_every)}`, String(x.rounds_at_4), fmt(num(x, 'checks_per_round'), 2), fmt(num(x, 'inner_seconds_per_round'), 1),
+  if (costRows.length) printTable('Verification cost per round at 4 members', ['verifyMembers/Every', 'H', 'rounds', 'checks/round', 'train s', 'validator s', 'span s', 'coord CPU s', 'wire MB', 'Δ fetch MB', 'scales+openings kB', 'commit B', 'extra time', 'extra bytes'],
+    costRows.map((x) => [`${String(x.verify_members)}/${String(x.verify_every)}`, String(x.inner_steps), String(x.rounds_at_4), fmt(num(x, 'checks_per_round'), 2), fmt(num(x, 'inner_seconds_per_round'), 1),
       fmt(num(x, 'validator_seconds_per_round'), 1), fmt(num(x, 'validator_span_seconds_per_round'), 1), fmt(num(x, 'coordinator_cpu_seconds_per_round'), 1),
       fmt(num(x, 'wire_bytes_per_round') / 1e6, 2), fmt(num(x, 'delta_fetch_bytes_per_round') / 1e6, 2), fmt(num(x, 'opening_bytes_per_round') / 1e3, 1), fmt(num(x, 'commit_bytes_per_round'), 0),
       `${fmt(100 * num(x, 'extra_time_fraction'), 1)}%`, `${fmt(100 * num(x, 'extra_bytes_fraction'), 1)}%`]));
-  console.log(`robustness: preset ${ROBUST_PRESET} (${paramsOf(ROBUST_PRESET)} parameters, for time), H=${s.robustH}, lr ${s.innerLr}, minMembers ${WORKERS - 1}, ` +
+  if (robustRows.length) console.log(`robustness: preset ${ROBUST_PRESET} (${paramsOf(ROBUST_PRESET)} parameters, for time), H=${s.robustH}, lr ${s.innerLr}, minMembers ${WORKERS - 1}, ` +
     `${s.robustRounds} committed rounds each; val loss of the honest members after the last round.`);
-  printTable('Final val loss, honest run of 4 vs one hostile member', ['hostile', 'rounds', 'val loss', 'vs honest', 'cheat caught (round, first)', 'honest strikes', 'seconds'],
+  if (robustRows.length) printTable('Final val loss, honest run of 4 vs one hostile member', ['hostile', 'rounds', 'val loss', 'vs honest', 'cheat caught (round, first)', 'honest strikes', 'seconds'],
     robustRows.map((x) => [String(x.hostile), String(x.rounds), fmt(num(x, 'val_loss'), 4), `${fmt(100 * num(x, 'val_loss_vs_honest'), 2)}%`,
       x.hostile === 'none' ? '-' : `${fmt(num(x, 'cheat_first_caught_round'), 0)} (${fmt(num(x, 'cheat_first_round'), 0)})`, String(x.honest_failures), fmt(num(x, 'seconds'), 1)]));
 
-  printTable('Final val loss, honest run of 6 vs two hostile members', ['hostile', 'rounds', 'val loss', 'vs honest', 'cheats caught', 'honest strikes', 'seconds'],
+  if (parts.has('robust6')) printTable('Final val loss, honest run of 6 vs two hostile members', ['hostile', 'rounds', 'val loss', 'vs honest', 'cheats caught', 'honest strikes', 'seconds'],
     rows.filter((x) => x.case === 'robustness-6').map((x) => [String(x.hostile), String(x.rounds), fmt(num(x, 'val_loss'), 4), `${fmt(100 * num(x, 'val_loss_vs_honest'), 2)}%`,
       String(x.cheats_caught ?? '-'), String(x.honest_failures), fmt(num(x, 'seconds'), 1)]));
 
@@ -421,11 +434,11 @@ async function run(opts: BenchOptions, work: string): Promise<void> {
   for (const x of costRows) {
     const b = num(x, 'extra_bytes_fraction');
     const t = num(x, 'extra_time_fraction');
-    console.log(`verifyMembers ${String(x.verify_members)}, verifyEvery ${String(x.verify_every)}: extra bytes ${fmt(100 * b, 1)}% (≤ ${100 * TARGET_BYTES}%: ${verdict(b <= TARGET_BYTES)}), ` +
+    console.log(`verifyMembers ${String(x.verify_members)}, verifyEvery ${String(x.verify_every)}, H=${String(x.inner_steps)}: extra bytes ${fmt(100 * b, 1)}% (≤ ${100 * TARGET_BYTES}%: ${verdict(b <= TARGET_BYTES)}), ` +
       `extra time ${fmt(100 * t, 1)}% (≤ ${100 * TARGET_TIME}%: ${verdict(t <= TARGET_TIME)})`);
   }
   const worst = Math.max(...robustRows.map((x) => Math.abs(num(x, 'val_loss_vs_honest'))));
-  console.log(`one hostile member of each kind, final val loss within ${100 * TARGET_LOSS}% of the honest run: worst ${fmt(100 * worst, 2)}% (${verdict(worst <= TARGET_LOSS)})`);
+  if (robustRows.length) console.log(`one hostile member of each kind, final val loss within ${100 * TARGET_LOSS}% of the honest run: worst ${fmt(100 * worst, 2)}% (${verdict(worst <= TARGET_LOSS)})`);
   if (opts.quick) console.log('(--quick: shorter rounds and fewer of them than the full run; the targets are stated for the full run)');
-  writeResult('trust', mach, rows);
+  writeResult(parts.size === TRUST_PARTS.length ? 'trust' : `trust-${[...parts].join('-')}`, mach, rows);
 }
