@@ -27,9 +27,9 @@ const median = (xs: number[]): number => {
 };
 
 /** `c.warmup` untimed steps, then `c.steps` timed ones: median and fastest step, and the last loss. */
-export async function timeCovenant(c: TrainCase, threads: number): Promise<{ params: number; seconds: number; seconds_min: number; loss: number }> {
+export async function timeCovenant(c: TrainCase, threads: number, device: 'cpu' | 'cuda' = 'cpu'): Promise<{ params: number; seconds: number; seconds_min: number; loss: number }> {
   const model = presetConfig(c.preset);
-  const engine = Engine.create({ model, threads, seed: 1 });
+  const engine = device === 'cuda' ? Engine.create({ model, device, seed: 1 }) : Engine.create({ model, threads, seed: 1 });
   try {
     const batches = [0, 1, 2, 3].map((i) => randomTokens(c.B * (c.T + 1), model.vocabSize, 1234 + i));
     const times: number[] = [];

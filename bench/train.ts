@@ -10,6 +10,7 @@ import { num, Row } from './row';
 import { fmt, printTable } from './table';
 import { PYTHON, timeTorch, torchAvailable } from './torch-peer';
 import { STEP_OPTS, TrainCase } from './train-case';
+import { gpuTrainRows } from './train-gpu';
 
 export async function benchTrain(opts: BenchOptions): Promise<void> {
   const threads = opts.threads ?? 2;
@@ -93,6 +94,25 @@ export async function benchTrain(opts: BenchOptions): Promise<void> {
     } else {
       console.log('\ngpt2 B=4 T=64: ≥ 1.5× PyTorch: not measured (run without --quick)');
     }
+  }
+  // GPU rows: the CUDA engine against PyTorch on the same GPU (bench/train-gpu.ts).
+  const gpu = await gpuTrainRows(opts.quick);
+  if (gpu.skipped) {
+    console.log(`\nGPU training rows skipped: ${gpu.skipped}`);
+    rows.push({ impl: 'covenant', device: 'cuda', skipped: gpu.skipped });
+  } else {
+    const [cov, ...peers] = gpu.rows;
+    console.log(`\nTraining on the GPU, ${String(cov.preset)} B=${String(cov.B)} T=${String(cov.T)}; MFU over ${String(cov.peak_tflops)} TFLOP/s dense bf16 (COVENANT_GPU_PEAK_TFLOPS)`);
+    printTable('GPU training rows (seconds = median step)', ['impl', 's/step', 'tokens/s', 'MFU', 'covenant ÷ it'],
+      gpu.rows.map((r) => [String(r.impl), fmt(num(r, 'seconds'), 4), fmt(num(r, 'tokens_per_s'), 0), `${fmt(100 * num(r, 'mfu'))}%`,
+        r === cov ? '-' : `${fmt(num(r, 'covenant_ratio'), 2)}×`]));
+    for (const n of gpu.notes) console.log(n);
+    const compiled = peers.find((r) => r.impl === 'torch-compile');
+    if (compiled) {
+      const ratio = num(compiled, 'covenant_ratio');
+      console.log(`gpt2 on the GPU: ≥ 1.0× torch.compile's tokens/s: ${fmt(ratio, 2)}× (${ratio >= 1 ? 'met' : 'not met'})`);
+    }
+    rows.push(...gpu.rows);
   }
   writeResult('train', mach, rows);
 }
