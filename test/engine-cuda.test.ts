@@ -4,18 +4,11 @@
 import { CovenantError } from '../src/errors';
 import { buildInfo, Engine } from '../src/native';
 import { ModelConfig } from '../src/train/model-config';
+import { lcgTokens } from './helpers/tokens';
 
 const model: ModelConfig = { vocabSize: 64, maxSeqLen: 32, numLayers: 2, numHeads: 4, channels: 64 };
 
-function tokens(B: number, T: number, seed: number, V = model.vocabSize): Int32Array {
-  const t = new Int32Array(B * (T + 1));
-  let x = seed >>> 0;
-  for (let i = 0; i < t.length; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    t[i] = x % V;
-  }
-  return t;
-}
+const tokens = (B: number, T: number, seed: number, V = model.vocabSize): Int32Array => lcgTokens(B, T, seed, V);
 
 // One attempt at a CUDA engine: the engine where a device exists, else the error.
 function probe(): { engine?: Engine; error?: unknown } {

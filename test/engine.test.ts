@@ -2,20 +2,13 @@
 import { createHash } from 'node:crypto';
 import { buildInfo, Engine } from '../src/native';
 import { ModelConfig } from '../src/train/model-config';
+import { lcgTokens } from './helpers/tokens';
 import { numParams, paramLayout } from '../src/train/param-layout';
 import { paramsSha256 } from '../src/train/checkpoint';
 
 const model: ModelConfig = { vocabSize: 50, maxSeqLen: 16, numLayers: 2, numHeads: 2, channels: 16 };
 
-function tokens(B: number, T: number, seed: number, V = model.vocabSize): Int32Array {
-  const t = new Int32Array(B * (T + 1));
-  let x = seed >>> 0;
-  for (let i = 0; i < t.length; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    t[i] = x % V;
-  }
-  return t;
-}
+const tokens = (B: number, T: number, seed: number, V = model.vocabSize): Int32Array => lcgTokens(B, T, seed, V);
 
 describe('Engine', () => {
   let eng: Engine;

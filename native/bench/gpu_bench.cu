@@ -44,152 +44,29 @@
 #include <vector>
 
 #include "../core/cuda_check.h"
+#include "../core/device_buffer.h"
 #include "covenant/cuda_kernels.h"
 #include "covenant/cuda_quant.h"
 #include "covenant/quant.h"
+#include "bench_io.h"
 
 using namespace covenant;
+using namespace covenant::bench;
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------------------
-// Output: one JSON object per line.
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if ((unsigned char)c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", (unsigned char)c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
+// Rows carry device 'cuda'.
+Row cuda_row() {
+  Row r;
+  r.str("device", "cuda");
+  return r;
 }
-
-class Row {
- public:
-  Row() { str("device", "cuda"); }
-  Row& str(const char* key, const std::string& v) { return raw(key, "\"" + json_escape(v) + "\""); }
-  Row& num(const char* key, double v) {
-    if (!std::isfinite(v)) return raw(key, "null");
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.6g", v);
-    return raw(key, buf);
-  }
-  Row& integer(const char* key, long long v) { return raw(key, std::to_string(v)); }
-  Row& boolean(const char* key, bool v) { return raw(key, v ? "true" : "false"); }
-  void print() const {
-    std::printf("{%s}\n", body_.c_str());
-    std::fflush(stdout);
-  }
-
- private:
-  Row& raw(const char* key, const std::string& v) {
-    if (!body_.empty()) body_ += ",";
-    body_ += "\"" + json_escape(key) + "\":" + v;
-    return *this;
-  }
-  std::string body_;
-};
 
 void print_skipped(const std::string& why) { std::printf("{\"skipped\":\"%s\"}\n", json_escape(why).c_str()); }
-
-[[noreturn]] void fail(const std::string& msg) {
-  std::fprintf(stderr, "covenant_native_gpu_bench: %s\n", msg.c_str());
-  std::exit(2);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Arguments: --key value pairs after the subcommand.
-
-struct Args {
-  std::vector<std::pair<std::string, std::string>> kv;
-
-  const std::string* get(const std::string& k) const {
-    for (auto& p : kv)
-      if (p.first == k) return &p.second;
-    return nullptr;
-  }
-  long integer(const std::string& k, long dflt, long lo, long hi) const {
-    const std::string* v = get(k);
-    if (!v) return dflt;
-    char* end = nullptr;
-    long x = std::strtol(v->c_str(), &end, 10);
-    if (v->empty() || *end || x < lo || x > hi)
-      fail("expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] for --" + k +
-           " but received \"" + *v + "\"");
-    return x;
-  }
-  double real(const std::string& k, double dflt, double lo, double hi) const {
-    const std::string* v = get(k);
-    if (!v) return dflt;
-    char* end = nullptr;
-    double x = std::strtod(v->c_str(), &end);
-    if (v->empty() || *end || !(x >= lo && x <= hi))
-      fail("expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] for --" + k +
-           " but received \"" + *v + "\"");
-    return x;
-  }
-  std::vector<int> int_list(const std::string& k, std::vector<int> dflt, int lo, int hi) const {
-    const std::string* v = get(k);
-    if (!v) return dflt;
-    std::vector<int> out;
-    std::stringstream ss(*v);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      char* end = nullptr;
-      long x = std::strtol(item.c_str(), &end, 10);
-      if (item.empty() || *end || x < lo || x > hi)
-        fail("expected a comma-separated list of integers in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-             "] for --" + k + " but received \"" + *v + "\"");
-      out.push_back((int)x);
-    }
-    if (out.empty()) fail("--" + k + " is empty");
-    return out;
-  }
-};
-
-Args parse_args(int argc, char** argv, const std::vector<std::string>& valued) {
-  Args a;
-  for (int i = 2; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.rfind("--", 0) != 0) fail("unexpected argument \"" + s + "\" (options start with --)");
-    std::string k = s.substr(2);
-    if (std::find(valued.begin(), valued.end(), k) == valued.end()) {
-      std::string known;
-      for (auto& v : valued) known += " --" + v + " N";
-      fail("unknown option --" + k + " (known:" + (known.empty() ? " none" : known) + ")");
-    }
-    if (i + 1 >= argc) fail("--" + k + " needs a value");
-    a.kv.emplace_back(k, argv[++i]);
-  }
-  return a;
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Device memory and timing.
 
-// n elements of device memory, freed on scope exit.
-template <class T>
-struct Dev {
-  T* p = nullptr;
-  size_t n;
-  explicit Dev(size_t n_) : n(n_) { CUDA_CHECK(cudaMalloc(&p, (n ? n : 1) * sizeof(T))); }
-  ~Dev() { cudaFree(p); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  std::vector<T> download(size_t count) const {
-    std::vector<T> h(count);
-    if (count) CUDA_CHECK(cudaMemcpy(h.data(), p, count * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
 
 struct Timing {
   double median = 0, min = 0;
@@ -280,7 +157,7 @@ int cmd_info() {
   CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
-  Row()
+  cuda_row()
       .str("kind", "info")
       .str("name", prop.name)
       .integer("device_count", count)
@@ -460,7 +337,7 @@ int cmd_attention(const AttentionOptions& o) {
         const Pass passes[] = {{"fwd", fwd, fwd_flops}, {"bwd", bwd, 2.5 * fwd_flops}};
         for (const Pass& p : passes) {
           const Timing t = time_device(p.fn, stream, min_seconds);  // bwd reads the out and lse fwd left
-          Row()
+          cuda_row()
               .str("impl", "covenant").str("op", "attention").str("dtype", "bf16").str("pass", p.pass)
               .integer("B", B).integer("T", T).integer("C", C).integer("NH", NH).integer("hs", hs)
               .boolean("causal", causal)
@@ -534,7 +411,7 @@ int cmd_quant(const QuantOptions& o) {
   {
     const Timing t = time_device(
         [&] { CUDA_CHECK(cudaMemcpyAsync(dst.p, x.p, bytes, cudaMemcpyDeviceToDevice, stream)); }, stream, min_seconds);
-    Row().str("impl", "limit").str("op", "memcpy").integer("n", (long long)n).integer("bytes", (long long)bytes)
+    cuda_row().str("impl", "limit").str("op", "memcpy").integer("n", (long long)n).integer("bytes", (long long)bytes)
         .integer("traffic_bytes", (long long)(2 * bytes))
         .num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)
         .num("GBps", bytes / t.median / 1e9).num("traffic_GBps", 2 * bytes / t.median / 1e9).print();
@@ -555,7 +432,7 @@ int cmd_quant(const QuantOptions& o) {
   };
   for (const Op& o : ops) {
     const Timing t = time_device(o.fn, stream, min_seconds);
-    Row().str("impl", "covenant").str("op", o.op).integer("block", block).integer("n", (long long)n)
+    cuda_row().str("impl", "covenant").str("op", o.op).integer("block", block).integer("n", (long long)n)
         .integer("bytes", (long long)bytes).integer("traffic_bytes", (long long)o.traffic)
         .num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)
         .num("GBps", bytes / t.median / 1e9).num("traffic_GBps", o.traffic / t.median / 1e9).print();
@@ -575,6 +452,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  program_name() = "covenant_native_gpu_bench";
   if (argc < 2) {
     usage();
     return 2;
@@ -582,9 +460,9 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   AttentionOptions attention;
   QuantOptions quant;
-  if (cmd == "info") parse_args(argc, argv, {});
-  else if (cmd == "attention") attention = attention_options(parse_args(argc, argv, {"min-seconds", "B", "T", "C", "hs"}));
-  else if (cmd == "quant") quant = quant_options(parse_args(argc, argv, {"min-seconds", "mib", "block"}));
+  if (cmd == "info") parse_args(argc, argv, 2, {}, {});
+  else if (cmd == "attention") attention = attention_options(parse_args(argc, argv, 2, {"min-seconds", "B", "T", "C", "hs"}, {}));
+  else if (cmd == "quant") quant = quant_options(parse_args(argc, argv, 2, {"min-seconds", "mib", "block"}, {}));
   else {
     usage();
     return 2;

@@ -15,33 +15,15 @@
 #include "covenant/rng.h"
 #include "covenant/sha256.h"
 #include "covenant/thread_pool.h"
+#include "param_views.h"
 #include "sample_token.h"
 
 namespace covenant {
 
 namespace {
 
-SharedFloats alloc_floats(size_t n) {
-  size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
-  float* p = static_cast<float*>(std::aligned_alloc(64, bytes == 0 ? 64 : bytes));
-  if (!p) throw std::bad_alloc();
-  std::memset(p, 0, bytes == 0 ? 64 : bytes);
-  return SharedFloats(p, [](float* q) { std::free(q); });
-}
-
 void check_positive(int v, const char* name) {
   if (v <= 0) throw std::invalid_argument(std::string("model.") + name + " must be a positive integer, got " + std::to_string(v));
-}
-
-struct ParamViews {
-  float *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb,
-      *lnfw, *lnfb;
-};
-
-ParamViews point(float* base, const std::vector<ParamTensorInfo>& t) {
-  float* p[16];
-  for (int i = 0; i < 16; ++i) p[i] = base + t[i].offset;
-  return {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15]};
 }
 
 }  // namespace

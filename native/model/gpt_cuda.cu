@@ -21,6 +21,7 @@
 #include "covenant/cuda_kernels.h"
 #include "covenant/rng.h"
 #include "covenant/sha256.h"
+#include "param_views.h"
 #include "sample_token.h"
 
 namespace covenant {
@@ -31,26 +32,6 @@ constexpr void* kStream = nullptr;  // the legacy default stream
 constexpr size_t kAlign = 256;      // bytes; every activation tensor starts at a multiple
 
 cudaStream_t raw_stream() { return static_cast<cudaStream_t>(kStream); }
-
-SharedFloats alloc_host_floats(size_t n) {
-  size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
-  if (bytes == 0) bytes = 64;
-  float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (!p) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
-  return SharedFloats(p, [](float* q) { std::free(q); });
-}
-
-struct ParamViews {
-  float *wte, *wpe, *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb,
-      *lnfw, *lnfb;
-};
-
-ParamViews point(float* base, const std::vector<ParamTensorInfo>& t) {
-  float* p[16];
-  for (int i = 0; i < 16; ++i) p[i] = base + t[i].offset;
-  return {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15]};
-}
 
 }  // namespace
 
@@ -132,7 +113,7 @@ const char* GPTCuda::gemm_name() const { return cuda::gemm_impl_name(gemm_->impl
 
 SharedFloats GPTCuda::host_copy(Buffer which) {
   SharedFloats& h = host_[static_cast<int>(which)];
-  if (!h) h = alloc_host_floats(num_params_);
+  if (!h) h = alloc_floats(num_params_);
   CUDA_CHECK(cudaMemcpy(h.get(), device(which), num_params_ * sizeof(float), cudaMemcpyDeviceToHost));
   return h;
 }

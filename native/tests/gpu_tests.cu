@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../core/cuda_check.h"
+#include "../core/device_buffer.h"
 #include "covenant/cuda_gemm.h"
 #include "covenant/cuda_kernels.h"
 #include "covenant/cuda_quant.h"
@@ -43,26 +44,6 @@ ThreadPool& cpu_pool() {
   static ThreadPool pool(0);
   return pool;
 }
-
-// n elements of device memory, freed on scope exit.
-template <class T>
-struct Dev {
-  T* p = nullptr;
-  size_t n;
-  explicit Dev(size_t n_) : n(n_) { CUDA_CHECK(cudaMalloc(&p, (n ? n : 1) * sizeof(T))); }
-  ~Dev() { cudaFree(p); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  void poison() { CUDA_CHECK(cudaMemset(p, 0xFF, (n ? n : 1) * sizeof(T))); }
-  void upload(const std::vector<T>& h) {
-    if (n) CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> h(n);
-    if (n) CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
 
 // Index of the first element whose bytes differ, or n.
 template <class T>

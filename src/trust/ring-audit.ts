@@ -9,12 +9,11 @@
 import * as crypto from 'crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../log';
-import { dequantize, quantize } from '../native';
 import { PushOpeningsRequest, PushOpeningsResponse, ReportRoundRequest } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
 import { CommitmentBook } from './commitments';
 import { verifyMerklePath } from './merkle';
-import { blameBlock } from './ring-blame';
+import { blameBlock, decodeBlock, quantizeBlock, ringHop } from './ring-blame';
 import { chunkOf, ringLeafData, sentLeafCount, sentLeafIndex } from './ring-geometry';
 import { applyClip, clipFactor } from './scale-bound';
 
@@ -71,15 +70,9 @@ export function openingSample(thetaSha256: string, round: number, numBlocks: num
 export async function reduceChunkBlock(inputs: Float32Array[], c: number, blockSize: number): Promise<Float32Array> {
   const N = inputs.length;
   if (N === 1) return Float32Array.from(inputs[0]);
-  let q = await quantize(inputs[c], blockSize); // rank c sends its own values, quantized
-  for (let j = 1; j < N; j++) {
-    const own = inputs[(c + j) % N];
-    const w = await dequantize(q.codes, q.scales, blockSize);
-    for (let i = 0; i < w.length; i++) w[i] = w[i] + own[i]; // Float32Array stores round to fp32
-    if (j === N - 1) for (let i = 0; i < w.length; i++) w[i] = w[i] / N; // the owner: the mean
-    q = await quantize(w, blockSize);
-  }
-  return dequantize(q.codes, q.scales, blockSize);
+  let q = await quantizeBlock(inputs[c], blockSize); // rank c sends its own values, quantized
+  for (let j = 1; j < N; j++) q = await ringHop(q, inputs[(c + j) % N], j === N - 1 ? N : 1, blockSize); // the owner divides
+  return decodeBlock(q, blockSize);
 }
 
 export class RingAudit {
@@ -197,10 +190,8 @@ export class RingAudit {
       const inputs = await Promise.all(
         a.ring.map(async (p, r) => {
           const bytes = a.opened.get(p)!.get(b)!;
-          const scales = new Float32Array([bytes.readFloatLE(0)]);
-          const codes = new Int8Array(bytes.buffer, bytes.byteOffset + 4, bytes.length - 4);
-          if (codes.length !== len) throw new Error(`block ${b} of ${p} holds ${codes.length} codes, not ${len}`);
-          return applyClip(await dequantize(Int8Array.from(codes), scales, blockSize), factors[r]);
+          if (bytes.length - 4 !== len) throw new Error(`block ${b} of ${p} holds ${bytes.length - 4} codes, not ${len}`);
+          return applyClip(await decodeBlock(bytes, blockSize), factors[r]);
         }),
       );
       const c = chunkOf(b, numBlocks, N);

@@ -34,14 +34,28 @@ function encode(codes: Int8Array, scales: Float32Array): Buffer {
   return out;
 }
 
-async function decode(b: Buffer, blockSize: number): Promise<Float32Array> {
+/** The values of a block's bytes (fp32 scale LE, then codes). */
+export async function decodeBlock(b: Buffer, blockSize: number): Promise<Float32Array> {
   const codes = Int8Array.from(new Int8Array(b.buffer, b.byteOffset + 4, b.length - 4));
   return dequantize(codes, new Float32Array([b.readFloatLE(0)]), blockSize);
 }
 
-async function requantize(w: Float32Array, blockSize: number): Promise<Buffer> {
+/** A block's values quantized, as the ring sends them. */
+export async function quantizeBlock(w: Float32Array, blockSize: number): Promise<Buffer> {
   const q = await quantize(w, blockSize);
   return encode(q.codes, q.scales);
+}
+
+/**
+ * One reduce-scatter hop as native/comm/ring_allreduce.cpp computes it: dequantize what was received, add the
+ * rank's own values in fp32 (Float32Array stores round each sum), divide by `divisor` (N at the owner, else 1),
+ * quantize.
+ */
+export async function ringHop(received: Buffer, own: Float32Array, divisor: number, blockSize: number): Promise<Buffer> {
+  const w = await decodeBlock(received, blockSize);
+  for (let i = 0; i < w.length; i++) w[i] = w[i] + own[i];
+  if (divisor !== 1) for (let i = 0; i < w.length; i++) w[i] = w[i] / divisor;
+  return quantizeBlock(w, blockSize);
 }
 
 /** The ranks (at most one per block: the first deviation) whose sent bytes do not follow from their inputs. */
@@ -57,15 +71,7 @@ export async function blameBlock(a: BlameInput): Promise<Blame[]> {
     const actual = a.sent(k, step);
     if (!actual) return [{ rank: k, step, reason: 'did not open the block it sent' }];
     if (j === 0 || a.hopOk((k + N - 1) % N)) {
-      let w: Float32Array;
-      if (j === 0) w = Float32Array.from(inputs[k]);
-      else {
-        w = await decode(prev!, blockSize);
-        const own = inputs[k];
-        for (let i = 0; i < w.length; i++) w[i] = w[i] + own[i];
-        if (k === owner) for (let i = 0; i < w.length; i++) w[i] = w[i] / N;
-      }
-      const expected = await requantize(w, blockSize);
+      const expected = j === 0 ? await quantizeBlock(inputs[k], blockSize) : await ringHop(prev!, inputs[k], k === owner ? N : 1, blockSize);
       if (!expected.equals(actual)) {
         const what = j === 0 ? 'its own committed values' : k === owner ? 'the mean of what it received and its commitment' : 'what it received plus its commitment';
         return [{ rank: k, step, reason: `sent bytes that are not ${what}, quantized` }];
@@ -83,11 +89,4 @@ export async function blameBlock(a: BlameInput): Promise<Blame[]> {
     prev = actual;
   }
   return [];
-}
-
-/** The agreed value of the block as the chain's final bytes give it (what every rank dequantizes). */
-export async function finalOf(a: BlameInput): Promise<Float32Array | undefined> {
-  const owner = (a.chunk + a.N - 1) % a.N;
-  const b = a.sent(owner, a.N - 1);
-  return b && decode(b, a.blockSize);
 }
