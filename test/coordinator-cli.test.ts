@@ -189,6 +189,11 @@ describe('parseRunConfig', () => {
     const shaped = parseRunConfig({ ...base, model: { vocabSize: 256, maxSeqLen: 32, numLayers: 1, numHeads: 2, channels: 16 }, compression: 'fp32' });
     expect(shaped.model.channels).toBe(16);
     expect(shaped.compression).toBe('fp32');
+    // validators: kept when given, left out when empty (so older configs keep their hash).
+    const v = 'ab'.repeat(20);
+    expect(parseRunConfig({ ...base, validators: [v] }).validators).toEqual([v]);
+    expect('validators' in parseRunConfig({ ...base, validators: [] })).toBe(false);
+    expect('validators' in c).toBe(false);
   });
 
   test.each([
@@ -201,6 +206,9 @@ describe('parseRunConfig', () => {
     [{ heartbeatIntervalMs: 40_000 }, 'config.heartbeatIntervalMs'],
     [{ minMembers: 1.5 }, 'config.minMembers'],
     [{ extra: 1 }, 'config.extra'],
+    [{ validators: 'ab'.repeat(20) }, 'config.validators'],
+    [{ validators: ['AB'.repeat(20)] }, 'config.validators[0]'],
+    [{ validators: ['ab'.repeat(20), 'ab'.repeat(20)] }, 'config.validators[1] repeats'],
   ])('refuses %j naming %s', (over, field) => {
     expect(() => parseRunConfig({ ...base, ...over })).toThrow(field);
   });

@@ -5,6 +5,7 @@ import { UsageError } from './args';
 import { runCoordinator } from './coordinator';
 import { runDataPrepare } from './data-prepare';
 import { runDemo } from './demo';
+import { runIdentity } from './identity';
 import { runLedger } from './ledger';
 import { runSample } from './sample';
 import { runTrain } from './train';
@@ -21,6 +22,7 @@ usage:
   covenant worker --join HOST:PORT --run-id ID --data DIR --state DIR      train in a run's rounds
   covenant demo [--workers N --rounds N --churn]                          a coordinator and 3 workers train on Brown
   covenant ledger verify|balances|show FILE                                audit a run's credit ledger
+  covenant identity --state DIR                                            print a worker's peer id
   covenant version
 
 Run a command with --help for its flags.`;
@@ -40,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       return runDemo(rest);
     case 'ledger':
       return runLedger(rest);
+    case 'identity':
+      return runIdentity(rest);
     case 'data':
       if (rest[0] === 'prepare') return runDataPrepare(rest.slice(1));
       throw new UsageError(`unknown command: data ${rest[0] ?? ''} (did you mean \`covenant data prepare\`?)`);

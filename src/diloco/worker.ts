@@ -20,6 +20,7 @@ import { ringOpenings } from '../trust/ring-openings';
 import { applyClip, clipFactor, scaleNormBound, scalesSha256 } from '../trust/scale-bound';
 import { HostileKind, hostileKind, randomTokens } from './hostile';
 import { DataLoader, datasetInfo } from '../data/loader';
+import { MemberValidator } from './member-validator';
 import { CovenantError, errorMessage } from '../errors';
 import { Logger } from '../log';
 import { initWorkerMetrics, WorkerMetrics } from '../metrics';
@@ -152,6 +153,8 @@ export class Worker {
   #deltaUpload: Promise<unknown> = Promise.resolve();
   #openingsPush: Promise<unknown> = Promise.resolve();
   #hostile: HostileKind | undefined;
+  /** Set when the run gives this member the validator role. */
+  #validator: MemberValidator | undefined;
   /** The data directory started without its shards: fetch what each round needs. */
   #fetchData = false;
   /** hostile 'replay': the first round's compressed Δ, sent again every round. */
@@ -323,6 +326,7 @@ export class Worker {
     await within(this.#deltaUpload, 10_000);
     await within(this.#openingsPush, 5_000);
     await within(this.#ledgerSync, 5_000);
+    await within(this.#validator?.close(), 10_000);
     if (this.#engine && !this.#engine.disposed) {
       await this.#save().catch((e) => this.#log.error('state.save-failed', { error: errorMessage(e) }));
       if (this.#stopReason !== '') {
@@ -401,6 +405,17 @@ export class Worker {
     this.#theta = Float32Array.from(this.#engine.params());
     this.#thetaHash = this.#engine.paramsHash();
     this.#metrics?.training.startRound(cfg.innerSteps);
+    if (cfg.validators?.includes(this.peerId)) {
+      this.#validator = new MemberValidator({
+        client: this.#client,
+        cfg,
+        loader: this.#train,
+        ensureWindows: (starts) => this.#ensureWindows(starts),
+        logger: this.#log,
+        signal: this.#stop.signal,
+      });
+      this.#log.info('validator.role', { peerId: this.peerId, note: 'this member runs useful-work checks of others the coordinator assigns it' });
+    }
   }
 
   /** Fetches the committed state (retrying while the coordinator has not saved it yet) and adopts it. */
@@ -474,6 +489,7 @@ export class Worker {
         const u = this.#lastUpdate;
         if (u && u.id.round === res.uploadRound) this.#upload(u.id, u.avg);
       }
+      this.#validator?.poke(res.checksWaiting);
     } catch (e) {
       this.#log.debug('heartbeat.failed', { error: errorMessage(e) });
     }
@@ -599,6 +615,7 @@ export class Worker {
     // Inner steps on this member's windows of the round.
     this.#metrics?.training.startRound(cfg.innerSteps);
     this.#log.info('round.start', { round, attempt: plan.id.attempt, members: plan.ring.length, rank: plan.rank });
+    this.#validator?.remember(this.#thetaHash, this.#theta); // θ(round − 1): what this round's checks start from
     this.#syncLedger();
     await this.#ensureShards(round);
     this.#innerStep = 0;
@@ -838,7 +855,19 @@ export class Worker {
     }
     const val = this.#val;
     if (val && val.numTokens > T) for (const e of val.shardsFor(0, Math.min(val.numTokens, (this.#o.evalBatches ?? 8) * B * T + 1))) need.set(e.file, { loader: val, entry: e });
-    const missing = new Set([...this.#train.missing(), ...(val?.missing() ?? [])].map((e) => e.file));
+    await this.#fetchMissing(need);
+  }
+
+  /** Fetches the train shards that hold these (T+1)-token windows and are not here yet (a validator's checks). */
+  async #ensureWindows(starts: number[]): Promise<void> {
+    if (!this.#fetchData) return;
+    const need = new Map<string, { loader: DataLoader; entry: ShardEntry }>();
+    for (const start of starts) for (const e of this.#train.shardsFor(start, this.#cfg.seqLen + 1)) need.set(e.file, { loader: this.#train, entry: e });
+    await this.#fetchMissing(need);
+  }
+
+  async #fetchMissing(need: Map<string, { loader: DataLoader; entry: ShardEntry }>): Promise<void> {
+    const missing = new Set([...this.#train.missing(), ...(this.#val?.missing() ?? [])].map((e) => e.file));
     for (const { loader, entry } of need.values()) {
       if (!missing.has(entry.file)) continue;
       const bytes = await withRetry(() => fetchShard(this.#client, loader, entry, this.#stop.signal), { signal: this.#stop.signal });

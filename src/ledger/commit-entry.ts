@@ -21,6 +21,9 @@ export interface MemberCheck {
   /** Useful-work loss drops on the member's windows and on windows it was not given (when checked). */
   gainAssigned?: number;
   gainControl?: number;
+  /** A validator member ran the useful-work check: its peer id and its signed SubmitCheck. */
+  checkedBy?: string;
+  check?: SignedRecord;
 }
 
 export function commitBody(
@@ -45,7 +48,9 @@ export function commitBody(
       score,
       credits: verdict === 'verified' && report ? Math.round(tokens * score) : 0,
       assignmentDigest: assignmentId(cfg.manifestSha256, cfg.seed, c.round, peerId, cfg.innerSteps, cfg.batchSize, cfg.seqLen, cfg.shardsPerRound ?? 0),
-      ...(check?.gainAssigned !== undefined ? { usefulWork: { gainAssigned: check.gainAssigned, gainControl: check.gainControl ?? 0 } } : {}),
+      ...(check?.gainAssigned !== undefined
+        ? { usefulWork: { gainAssigned: check.gainAssigned, gainControl: check.gainControl ?? 0, ...(check.checkedBy && check.check ? { checkedBy: check.checkedBy, check: check.check } : {}) } }
+        : {}),
       ...(report ? { report: signedRecord(REPORT_ROUND_METHOD, report) } : {}),
       ...(commitments?.get(peerId) ? { commitment: commitments.get(peerId) } : {}),
     };

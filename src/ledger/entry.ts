@@ -64,8 +64,11 @@ export interface MemberOutcome {
   report?: SignedRecord;
   /** The member's signed Commit (Merkle root, norm, tokens) of the attempt that ran. */
   commitment?: SignedRecord;
-  /** The useful-work check's loss drops, when the member was sampled. */
-  usefulWork?: { gainAssigned: number; gainControl: number };
+  /**
+   * The useful-work check's loss drops, when the member was sampled; with the validator member that measured
+   * them and its signed SubmitCheck (per-batch losses), when the check was delegated.
+   */
+  usefulWork?: { gainAssigned: number; gainControl: number; checkedBy?: string; check?: SignedRecord };
 }
 
 export interface CommitBody {

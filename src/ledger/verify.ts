@@ -1,7 +1,10 @@
 // Auditing a ledger: the chain (indexes, prevHash links, content hashes), the coordinator's signature on
 // every entry (its key from the genesis entry, or one given), the members' signatures on the reports kept
-// in commit entries, and that the θ hashes follow round after round. Balances: credits per peer.
-import { CommitBody, GENESIS_PREV_HASH, GenesisBody, LedgerEntry, entryProblem, openSignedRecord } from './entry';
+// in commit entries (and validator members' on the checks they ran), and that the θ hashes follow round after
+// round. Balances: credits per peer.
+import { SUBMIT_CHECK_METHOD } from '../trust/check-delegation';
+import { usefulWorkFromLosses } from '../trust/useful-work';
+import { CommitBody, GENESIS_PREV_HASH, GenesisBody, LedgerEntry, MemberOutcome, entryProblem, openSignedRecord } from './entry';
 
 export interface LedgerProblem {
   index: number;
@@ -59,9 +62,30 @@ export function verifyLedger(entries: readonly LedgerEntry[], coordinatorKey?: B
           if (body.tokens !== m.tokens) fail(i, `member ${m.peerId} is recorded with ${m.tokens} tokens but signed ${body.tokens}`);
         }
       }
+      const w = m.usefulWork;
+      if (w?.check || w?.checkedBy) {
+        const problem = delegatedCheckProblem(w, m.peerId, c.round);
+        if (problem) fail(i, `member ${m.peerId}'s useful-work check: ${problem}`);
+      }
     }
   }
   return { ok: errors.length === 0, entries: entries.length, rounds, errors };
+}
+
+/** What is wrong with a check a validator member ran (its signed losses against the recorded gains), or undefined. */
+function delegatedCheckProblem(w: NonNullable<MemberOutcome['usefulWork']>, peerId: string, round: number): string | undefined {
+  if (!w.check || !w.checkedBy) return 'a validator is named without its signed check, or the reverse';
+  if (w.checkedBy === peerId) return 'the member checked itself';
+  if (w.check.method !== SUBMIT_CHECK_METHOD) return `the signed check is a ${w.check.method} request`;
+  const opened = openSignedRecord(w.check, w.checkedBy);
+  if (typeof opened === 'string') return `validator ${w.checkedBy}: ${opened.replace('report', 'check')}`;
+  const b = opened.body as { round?: number; peerId?: string; assignedBefore?: number[]; assignedAfter?: number[]; controlBefore?: number[]; controlAfter?: number[] };
+  if (b.round !== round || b.peerId !== peerId) return `the signed check is for round ${b.round}, member ${b.peerId}`;
+  const sides = [b.assignedBefore, b.assignedAfter, b.controlBefore, b.controlAfter];
+  if (!sides.every((x) => Array.isArray(x) && x.length === sides[0]!.length && x.length > 0)) return 'the signed check does not hold four equal, non-empty loss lists';
+  const r = usefulWorkFromLosses(...(sides as [number[], number[], number[], number[]]));
+  if (r.gainAssigned !== w.gainAssigned || r.gainControl !== w.gainControl) return `the recorded gains (${w.gainAssigned}, ${w.gainControl}) are not the signed losses' (${r.gainAssigned}, ${r.gainControl})`;
+  return undefined;
 }
 
 export interface Balance {

@@ -42,6 +42,8 @@ export interface CoordinatorServiceOptions {
   now?: () => number;
   /** The committed round whose update this member should upload now (HEARTBEAT_ACTION_UPLOAD), if any. */
   uploadWanted?: (peerId: string) => number | undefined;
+  /** Useful-work checks waiting for a validator member (0 for everyone else). */
+  checksWaiting?: (peerId: string) => number;
 }
 
 /**
@@ -130,9 +132,10 @@ export function createCoordinatorHandlers(
         }
         throw e;
       }
+      const checksWaiting = opts.checksWaiting?.(ctx.peer.peerId) ?? 0;
       const uploadRound = opts.uploadWanted?.(ctx.peer.peerId);
-      if (uploadRound !== undefined) return { action: 'HEARTBEAT_ACTION_UPLOAD', ...base, uploadRound };
-      return { action: 'HEARTBEAT_ACTION_CONTINUE', ...base };
+      if (uploadRound !== undefined) return { action: 'HEARTBEAT_ACTION_UPLOAD', ...base, uploadRound, checksWaiting };
+      return { action: 'HEARTBEAT_ACTION_CONTINUE', ...base, checksWaiting };
     },
 
     leave(req: LeaveRequest, ctx) {

@@ -5,11 +5,13 @@
 // A planner commit becomes the new global state through CommitApplier (commit-applier.ts): one committed
 // member uploads the round's averaged pseudo-gradient and the coordinator applies the outer step itself.
 import * as crypto from 'crypto';
+import * as grpc from '@grpc/grpc-js';
 import { DataLoader, datasetInfo } from '../data/loader';
 import { ShardServer } from '../data/shard-service';
 import { commitBody, missedCommits } from '../ledger/commit-entry';
 import { SignedRecord } from '../ledger/entry';
 import { CommitmentBook } from '../trust/commitments';
+import { CheckDelegation } from '../trust/check-delegation';
 import { RoundVerifier } from '../trust/round-verifier';
 import { auditTranscripts } from '../trust/transcripts';
 import { RingAudit } from '../trust/ring-audit';
@@ -27,6 +29,7 @@ import { loadOrCreateIdentity } from './identity';
 import { Membership } from './membership';
 import { coordinatorService, FetchShardRequest } from './proto';
 import { RoundLog } from './round-log';
+import { RpcError } from './rpc-error';
 import { PlannerEvent, RoundPlanner } from './round-planner';
 import { RunConfig } from './run-config';
 import { canonicalJson, RequestVerifier } from './signed-request';
@@ -74,6 +77,7 @@ export class Coordinator {
   #ledger: Ledger | undefined;
   #validatorEngine: Engine | undefined;
   #verifier: RoundVerifier | undefined;
+  #delegation: CheckDelegation | undefined;
   #server: SignedServer | undefined;
   #metricsServer: MetricsServer | undefined;
   #metrics: CoordinatorMetrics | undefined;
@@ -273,6 +277,7 @@ export class Coordinator {
         }
         if (e.type === 'commit') {
           const plan = plans.get(`${e.round}/${e.attempt}`);
+          const prevThetaSha256 = lastCommitHash;
           applier.commit({
             round: e.round,
             attempt: e.attempt,
@@ -286,7 +291,7 @@ export class Coordinator {
           });
           lastCommitHash = e.thetaSha256;
           if (cfg.compression === 'int8' && cfg.openBlocks > 0 && plan) audit.begin(e.round, e.attempt, plan.ring, e.thetaSha256);
-          if (cfg.compression === 'int8') verifier.begin(e.round, [...e.verdicts].filter(([, v]) => v === 'committed').map(([p]) => p), e.thetaSha256);
+          if (cfg.compression === 'int8') verifier.begin(e.round, [...e.verdicts].filter(([, v]) => v === 'committed').map(([p]) => p), e.thetaSha256, prevThetaSha256);
         }
       },
     });
@@ -318,9 +323,16 @@ export class Coordinator {
       validator = { engine: Engine.create({ model: cfg.model, seed: cfg.seed, threads: 1 }), loader };
       shards = new ShardServer(this.#opts.dataDir, loader.manifest);
       this.#validatorEngine = validator.engine;
-    } else if (cfg.compression === 'int8') {
-      log.warn('trust.no-data', { reason: 'no --data: the useful-work check is off; commitments, norms and replays are still checked' });
+    } else if (cfg.compression === 'int8' && !cfg.validators?.length) {
+      log.warn('trust.no-data', { reason: 'no --data and no validator members: the useful-work check is off; commitments, norms and replays are still checked' });
     }
+    const validators = cfg.validators ?? [];
+    const delegation = new CheckDelegation();
+    this.#delegation = delegation;
+    const asValidator = (peerId: string) => {
+      if (!validators.includes(peerId)) throw new RpcError(grpc.status.PERMISSION_DENIED, `peer ${peerId} does not have the validator role in this run`, 'not-a-validator');
+      return peerId;
+    };
     const verifier = new RoundVerifier({
       book,
       engine: validator?.engine,
@@ -338,6 +350,8 @@ export class Coordinator {
       timeoutMs: cfg.verifyTimeoutMs,
       logger: log,
       onCheck: (ok) => metrics?.trust.check(ok),
+      validators,
+      delegation,
     });
     this.#verifier = verifier;
     const audit = new RingAudit({ book, numParams: expected, blockSize: cfg.blockSize, sample: cfg.openBlocks, timeoutMs: cfg.verifyTimeoutMs, logger: log });
@@ -359,6 +373,7 @@ export class Coordinator {
         logger: log,
         metrics: metrics?.membership,
         uploadWanted: (peerId) => applier.uploadWantedFrom(peerId),
+        checksWaiting: (peerId) => (validators.includes(peerId) ? delegation.waiting(peerId) : 0),
       }),
       ...createRoundHandlers(planner, {
         innerSteps: cfg.innerSteps,
@@ -381,6 +396,8 @@ export class Coordinator {
       ...(shards ? { getManifest: () => shards!.manifest(), fetchShard: (req: FetchShardRequest, ctx: { signal: AbortSignal }) => shards!.shard(req.file, ctx.signal) } : {}),
       pushDelta: (req, ctx) => verifier.receive(ctx.peer.peerId, req),
       pushOpenings: (req, ctx) => audit.receive(ctx.peer.peerId, req),
+      fetchCheck: (_req, ctx) => delegation.fetch(asValidator(ctx.peer.peerId), ctx.signal),
+      submitCheck: (req, ctx) => delegation.submit(asValidator(ctx.peer.peerId), req),
     });
     this.#server = server;
     this.#port = await server.listen(this.#opts.listen);
@@ -406,6 +423,7 @@ export class Coordinator {
       await this.#server?.close(graceMs);
       await this.#metricsServer?.stop();
       await this.#roundLog?.close();
+      this.#delegation?.close();
       await this.#verifier?.close();
       await this.#ledger?.close();
       this.#validatorEngine?.dispose();

@@ -33,6 +33,8 @@ export interface LocalSwarmOptions {
   env?: NodeJS.ProcessEnv;
   /** 'fetch': each worker starts with an empty data directory of its own and fetches shards from the coordinator. */
   workerData?: 'shared' | 'fetch';
+  /** Start the coordinator with --data (default true): it serves shards and runs useful-work checks itself. */
+  coordinatorData?: boolean;
 }
 
 export interface StartWorkerOptions {
@@ -100,7 +102,7 @@ export class LocalSwarm {
   /** Starts the coordinator (again, after a kill: same state directory and port) and waits until it listens. */
   async startCoordinator(timeoutMs = 30_000): Promise<void> {
     const listen = `127.0.0.1:${this.coordinatorPort}`;
-    const args = ['coordinator', '--config', this.configFile, '--state', this.coordinatorState, '--listen', listen, '--data', this.o.dataDir];
+    const args = ['coordinator', '--config', this.configFile, '--state', this.coordinatorState, '--listen', listen, ...(this.o.coordinatorData === false ? [] : ['--data', this.o.dataDir])];
     if (this.o.metrics) args.push('--metrics', '127.0.0.1:0');
     const c = this.#spawn('coordinator', args);
     this.coordinator = c;
@@ -115,7 +117,7 @@ export class LocalSwarm {
       '--join', `127.0.0.1:${this.coordinatorPort}`,
       '--run-id', this.runId,
       '--data', this.workerDataDir(name),
-      '--state', path.join(this.o.dir, name),
+      '--state', this.workerStateDir(name),
       '--listen', '127.0.0.1:0',
       '--threads', String(this.o.threadsPerWorker ?? 1),
       ...(this.o.metrics ? ['--metrics', '127.0.0.1:0'] : []),
@@ -123,6 +125,11 @@ export class LocalSwarm {
     ];
     this.workers.set(name, this.#spawn(name, args, opts.env));
     return name;
+  }
+
+  /** The state directory of worker `name` (its identity key lives there). */
+  workerStateDir(name: string): string {
+    return path.join(this.o.dir, name);
   }
 
   /** The data directory worker `name` runs with. */

@@ -146,6 +146,7 @@ export interface HeartbeatResponse {
   planAttempt: number;
   serverTimeMs: number;
   uploadRound: number;
+  checksWaiting: number;
 }
 
 export interface LeaveRequest {
@@ -323,6 +324,43 @@ export interface ShardChunk {
   data: Buffer;
 }
 
+export interface FetchCheckRequest {
+  meta: RequestMeta | null;
+}
+
+export interface CheckTask {
+  round: number;
+  peerId: string;
+  prevThetaSha256: string;
+  deltaSha256: string;
+  totalBytes: number;
+  batches: number;
+}
+
+export interface CheckChunk {
+  task: CheckTask | null;
+  offset: number;
+  data: Buffer;
+}
+
+export interface SubmitCheckRequest {
+  meta: RequestMeta | null;
+  round: number;
+  peerId: string;
+  deltaSha256: string;
+  prevThetaSha256: string;
+  declined: boolean;
+  reason: string;
+  assignedBefore: number[];
+  assignedAfter: number[];
+  controlBefore: number[];
+  controlAfter: number[];
+}
+
+export interface SubmitCheckResponse {
+  accepted: boolean;
+}
+
 export interface StreamLedgerRequest {
   meta: RequestMeta | null;
   fromIndex: number;
@@ -389,6 +427,8 @@ export type CoordinatorMethods = {
   pushDelta: UnaryMethod<PushUpdateRequest, PushUpdateResponse>;
   pushOpenings: UnaryMethod<PushOpeningsRequest, PushOpeningsResponse>;
   pushScales: UnaryMethod<PushScalesRequest, PushScalesResponse>;
+  fetchCheck: ServerStreamMethod<FetchCheckRequest, CheckChunk>;
+  submitCheck: UnaryMethod<SubmitCheckRequest, SubmitCheckResponse>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */

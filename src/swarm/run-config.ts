@@ -59,9 +59,15 @@ export interface RunConfig {
   shardsPerRound: number;
   /** Δ blocks every member opens after a commit for the validator's recomputation of the ring (0: off). */
   openBlocks: number;
+  /**
+   * Peer ids of members given the validator role: they run the useful-work checks of other members (absent:
+   * the coordinator runs them itself, with --data). Left out of the config when empty, so configs written
+   * before the field existed keep their hash.
+   */
+  validators?: string[];
 }
 
-type NumericKey = { [K in keyof RunConfig]: RunConfig[K] extends number ? K : never }[keyof RunConfig];
+type NumericKey = { [K in keyof RunConfig]-?: RunConfig[K] extends number ? K : never }[keyof RunConfig];
 
 export const RUN_DEFAULTS = {
   seed: 1337,
@@ -123,9 +129,19 @@ const LIMITS: Record<NumericKey, NumberLimit> = {
   openBlocks: { int: true, min: 0, max: 4096 },
 };
 
-const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', ...Object.keys(LIMITS)];
+const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', 'validators', ...Object.keys(LIMITS)];
 const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const SHA256_RE = /^[0-9a-f]{64}$/;
+const PEER_ID_RE = /^[0-9a-f]{40}$/;
+
+function parseValidators(v: unknown, where: string): string[] {
+  if (!Array.isArray(v)) throw new TypeError(invalidParameter(`${where}.validators`, 'an array of peer ids', v));
+  v.forEach((p, i) => {
+    if (typeof p !== 'string' || !PEER_ID_RE.test(p)) throw new TypeError(invalidParameter(`${where}.validators[${i}]`, 'a peer id (40 lowercase hex digits, as `covenant worker` logs it)', p));
+    if (v.indexOf(p) !== i) throw new RangeError(`${where}.validators[${i}] repeats ${p}`);
+  });
+  return [...(v as string[])];
+}
 
 /**
  * Validates a run config object. `model` is a preset name (with `vocabSize`, default 50257) or a full shape;
@@ -203,5 +219,9 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     shardsPerRound: merged.shardsPerRound as number,
     openBlocks: merged.openBlocks as number,
   };
+  if (obj.validators !== undefined) {
+    const validators = parseValidators(obj.validators, where);
+    if (validators.length) cfg.validators = validators;
+  }
   return cfg;
 }

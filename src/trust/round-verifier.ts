@@ -1,7 +1,9 @@
 // The validator's work after a round commits: pick the members to check (a sample fixed by the committed θ
 // hash, so nobody could know it in advance), collect each one's whole compressed Δ (PushDelta, checked
 // against its commitment's Merkle root and norm), and run the useful-work check on θ(r − 1). The result is
-// a MemberCheck per member for the ledger; members not sampled keep the checks of their commitment.
+// a MemberCheck per member for the ledger; members not sampled keep the checks of their commitment. Where the
+// run names validator members, the useful-work part goes to one of them (never the member itself) through
+// CheckDelegation; the coordinator runs it itself only without one (or when the validator declines).
 import * as crypto from 'crypto';
 import * as grpc from '@grpc/grpc-js';
 import { DataLoader } from '../data/loader';
@@ -11,9 +13,11 @@ import { Engine } from '../native';
 import { GlobalState } from '../swarm/global-state';
 import { PushUpdateRequest, PushUpdateResponse, STATE_CHUNK_BYTES } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
+import { CheckDelegation, DelegatedOutcome } from './check-delegation';
 import { CommitmentBook } from './commitments';
 import { decodeDelta, deltaNorm, deltaRoot, sha256Hex } from './delta-blocks';
-import { judgeUsefulWork, usefulWork } from './useful-work';
+import { CompressedDelta } from './delta-blocks';
+import { checkBatchCount, judgeUsefulWork, usefulWork } from './useful-work';
 
 export interface RoundVerifierOptions {
   book: CommitmentBook;
@@ -38,12 +42,21 @@ export interface RoundVerifierOptions {
   logger: Logger;
   /** Called with every useful-work check's result. */
   onCheck?: (ok: boolean) => void;
+  /** Members given the validator role (run config `validators`) and the queue their checks go through. */
+  validators?: readonly string[];
+  delegation?: CheckDelegation;
 }
 
 interface RoundChecks {
   round: number;
   members: string[];
   sampled: Set<string>;
+  /** Who checks each sampled member: a validator member's peer id, or '' for the coordinator itself. */
+  checkers: Map<string, string>;
+  prevThetaSha256: string;
+  /** Sampled members whose Δ has not arrived (they fail at the deadline); `pending` also holds checks running. */
+  awaiting: Set<string>;
+  started: Set<string>;
   deltas: Map<string, { buf: Buffer; received: number; sha256: string; complete: boolean }>;
   checks: Map<string, MemberCheck>;
   prev?: GlobalState;
@@ -96,19 +109,51 @@ export class RoundVerifier {
     await this.#queue;
   }
 
-  get checksWork(): boolean {
+  /** The coordinator runs useful-work checks itself (it has an engine and the data). */
+  get checksLocally(): boolean {
     return !!(this.#o.engine && this.#o.loader);
   }
 
-  /** A round committed with these members: start collecting. */
-  begin(round: number, members: readonly string[], thetaSha256: string): void {
+  /** Some useful-work check can run: locally, or by a validator member. */
+  get checksWork(): boolean {
+    return this.checksLocally || (!!this.#o.delegation && (this.#o.validators?.length ?? 0) > 0);
+  }
+
+  /**
+   * Who checks `peerId` in this round: the validator member first by SHA-256(θ hash | round | peer |
+   * validator) among those that committed the round (they hold θ(round − 1)) other than the member itself;
+   * else '' (the coordinator) when it can; else undefined (nobody can).
+   */
+  #checkerOf(peerId: string, members: readonly string[], thetaSha256: string, round: number): string | undefined {
+    const vs = this.#o.delegation ? (this.#o.validators ?? []).filter((v) => v !== peerId && members.includes(v)) : [];
+    if (vs.length) {
+      const k = (v: string) => crypto.createHash('sha256').update(`${thetaSha256}|${round}|${peerId}|${v}`).digest('hex');
+      return vs.reduce((a, b) => (k(b) < k(a) ? b : a));
+    }
+    return this.checksLocally ? '' : undefined;
+  }
+
+  /** A round committed with these members from θ(round − 1) = prevThetaSha256: start collecting. */
+  begin(round: number, members: readonly string[], thetaSha256: string, prevThetaSha256 = ''): void {
     const checked = this.checksWork && roundIsChecked(thetaSha256, round, this.#o.every ?? 1);
-    const sampled = new Set(checked ? sampleMembers(members, this.#o.sample, thetaSha256, round) : []);
+    const checkers = new Map<string, string>();
+    if (checked) {
+      for (const p of members) {
+        const c = this.#checkerOf(p, members, thetaSha256, round);
+        if (c !== undefined) checkers.set(p, c);
+      }
+    }
+    const sampled = new Set(sampleMembers([...checkers.keys()], this.#o.sample, thetaSha256, round));
+    for (const p of checkers.keys()) if (!sampled.has(p)) checkers.delete(p);
     let finish = () => undefined as void;
     const r: RoundChecks = {
       round,
       members: [...members],
       sampled,
+      checkers,
+      prevThetaSha256,
+      awaiting: new Set(sampled),
+      started: new Set(),
       deltas: new Map(),
       checks: new Map(),
       pending: new Set(sampled),
@@ -120,16 +165,19 @@ export class RoundVerifier {
         if (!this.#closed) resolve(scored(r.checks));
       };
       const timer = setTimeout(() => {
-        for (const p of r.pending) r.checks.set(p, { ok: false, score: 0, soft: true, reason: 'delta-not-received: no complete Δ upload before the verification deadline' });
-        r.pending.clear();
-        finish();
+        for (const p of r.awaiting) {
+          r.checks.set(p, { ok: false, score: 0, soft: true, reason: 'delta-not-received: no complete Δ upload before the verification deadline' });
+          r.pending.delete(p);
+        }
+        r.awaiting.clear();
+        if (r.pending.size === 0) finish();
       }, this.#o.timeoutMs);
       timer.unref();
     });
     if (r.pending.size === 0) r.finish();
     this.#rounds.set(round, r);
     for (const k of this.#rounds.keys()) if (k < round - 8) this.#rounds.delete(k);
-    if (sampled.size) this.#o.logger.info('trust.sample', { round, sampled: [...sampled] });
+    if (sampled.size) this.#o.logger.info('trust.sample', { round, sampled: [...sampled], checkers: Object.fromEntries([...checkers].filter(([, v]) => v)) });
   }
 
   /** θ(round − 1), once the coordinator has it: checks with a Δ in hand can run. */
@@ -171,30 +219,35 @@ export class RoundVerifier {
       throw new RpcError(grpc.status.DATA_LOSS, 'the Δ upload does not match its declared SHA-256', 'delta-corrupt');
     }
     u.complete = true;
+    r.awaiting.delete(peerId);
     this.#maybeCheck(r, peerId);
     return { receivedBytes: total, applied: true, stateRound: r.round };
   }
 
   #maybeCheck(r: RoundChecks, peerId: string): void {
     const u = r.deltas.get(peerId);
-    if (this.#closed || !u || !u.complete || !r.prev || !r.pending.has(peerId)) return;
-    const prev = r.prev;
-    this.#queue = this.#queue.then(async () => {
-      if (this.#closed || !r.pending.has(peerId)) return;
-      // A failure of the validator itself is not the member's: it keeps its credit.
-      const check = await this.#check(r, peerId, u.buf, prev).catch((e: unknown): MemberCheck => {
-        this.#o.logger.error('trust.check-error', { round: r.round, peerId, error: e });
-        return { ok: true, score: 1, reason: `not checked: ${(e as Error).message}` };
-      });
-      r.checks.set(peerId, check);
-      r.pending.delete(peerId);
-      this.#o.onCheck?.(check.ok);
-      this.#o.logger.info('trust.check', { round: r.round, peerId, ok: check.ok, score: check.score, reason: check.reason });
-      if (r.pending.size === 0) r.finish();
-    });
+    if (this.#closed || !u || !u.complete || !r.pending.has(peerId) || r.started.has(peerId)) return;
+    const checker = r.checkers.get(peerId);
+    if (checker) {
+      r.started.add(peerId);
+      void this.#delegate(r, peerId, u.buf, u.sha256, checker);
+    } else if (r.prev) {
+      r.started.add(peerId);
+      this.#checkLocally(r, peerId, u.buf);
+    }
   }
 
-  async #check(r: RoundChecks, peerId: string, payload: Buffer, prev: GlobalState): Promise<MemberCheck> {
+  #settle(r: RoundChecks, peerId: string, check: MemberCheck, measured: boolean): void {
+    if (this.#closed || !r.pending.has(peerId)) return;
+    r.checks.set(peerId, check);
+    r.pending.delete(peerId);
+    if (measured) this.#o.onCheck?.(check.ok);
+    this.#o.logger.info('trust.check', { round: r.round, peerId, ok: check.ok, score: check.score, reason: check.reason, checkedBy: check.checkedBy });
+    if (r.pending.size === 0) r.finish();
+  }
+
+  /** The cheap part that is always the coordinator's: the payload must be the committed Δ (root and norm). */
+  #committed(r: RoundChecks, peerId: string, payload: Buffer): CompressedDelta | MemberCheck {
     const c = this.#o.book.get(r.round, peerId);
     if (!c) return { ok: false, score: 0, reason: 'no commitment for the round' };
     let d;
@@ -207,10 +260,60 @@ export class RoundVerifier {
     if (root !== c.merkleRoot) return { ok: false, score: 0, reason: `delta-mismatch: the uploaded Δ has root ${root.slice(0, 16)}…, the commitment ${c.merkleRoot.slice(0, 16)}…` };
     const norm = deltaNorm(d);
     if (Math.abs(norm - c.deltaNorm) > 1e-6 * Math.max(1, norm)) return { ok: false, score: 0, reason: `norm-mismatch: the Δ's norm is ${norm}, the commitment says ${c.deltaNorm}` };
-    const res = await usefulWork(this.#o.engine!, this.#o.loader!, prev.theta, d, { runSeed: this.#o.runSeed, round: r.round, peerId, innerSteps: this.#o.innerSteps, B: this.#o.B, T: this.#o.T, shardsPerRound: this.#o.shardsPerRound, batches: this.#o.batches });
-    const v = judgeUsefulWork(res);
-    this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, ...res });
-    if (!v.ok) return { ok: false, score: 0, soft: true, reason: v.reason };
-    return { ok: true, score: 1, gainAssigned: res.gainAssigned, gainControl: res.gainControl };
+    return d;
+  }
+
+  #checkLocally(r: RoundChecks, peerId: string, payload: Buffer): void {
+    const prev = r.prev!;
+    this.#queue = this.#queue.then(async () => {
+      if (this.#closed || !r.pending.has(peerId)) return;
+      const d = this.#committed(r, peerId, payload);
+      if (!('codes' in d)) return this.#settle(r, peerId, d, true);
+      // A failure of the validator itself is not the member's: it keeps its credit.
+      const check = await usefulWork(this.#o.engine!, this.#o.loader!, prev.theta, d, this.#input(r, peerId)).then(
+        (res): MemberCheck => {
+          const v = judgeUsefulWork(res);
+          this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, ...res });
+          if (!v.ok) return { ok: false, score: 0, soft: true, reason: v.reason };
+          return { ok: true, score: 1, gainAssigned: res.gainAssigned, gainControl: res.gainControl };
+        },
+        (e: unknown): MemberCheck => {
+          this.#o.logger.error('trust.check-error', { round: r.round, peerId, error: e });
+          return { ok: true, score: 1, reason: `not checked: ${(e as Error).message}` };
+        },
+      );
+      this.#settle(r, peerId, check, !check.reason?.startsWith('not checked'));
+    });
+  }
+
+  /** The useful-work part by a validator member; what it cannot do falls back to the coordinator, if it can. */
+  async #delegate(r: RoundChecks, peerId: string, payload: Buffer, deltaSha256: string, validator: string): Promise<void> {
+    const d = this.#committed(r, peerId, payload);
+    if (!('codes' in d)) return this.#settle(r, peerId, d, true);
+    const delegation = this.#o.delegation!;
+    const timer = setTimeout(() => delegation.cancel(r.round, peerId, `no answer within ${this.#o.timeoutMs} ms`), this.#o.timeoutMs);
+    timer.unref();
+    const out: DelegatedOutcome = await delegation.assign({ round: r.round, peerId, validator, prevThetaSha256: r.prevThetaSha256, deltaSha256, payload, batches: checkBatchCount(this.#input(r, peerId)) });
+    clearTimeout(timer);
+    if (this.#closed) return;
+    if (out.kind === 'measured') {
+      const v = judgeUsefulWork(out.result);
+      this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, checkedBy: validator, ...out.result });
+      const evidence = { gainAssigned: out.result.gainAssigned, gainControl: out.result.gainControl, checkedBy: validator, check: out.record };
+      return this.#settle(r, peerId, v.ok ? { ok: true, score: 1, ...evidence } : { ok: false, score: 0, soft: true, reason: v.reason, ...evidence }, true);
+    }
+    this.#o.logger.warn('trust.check-declined', { round: r.round, peerId, validator, reason: out.reason, fallback: this.checksLocally && !!r.prev });
+    if (this.checksLocally) {
+      r.checkers.set(peerId, '');
+      if (r.prev) return this.#checkLocally(r, peerId, payload);
+      r.started.delete(peerId); // setPrevState starts it
+      return;
+    }
+    this.#settle(r, peerId, { ok: true, score: 1, reason: `not checked: validator ${validator.slice(0, 8)} declined: ${out.reason}` }, false);
+  }
+
+  #input(r: RoundChecks, peerId: string) {
+    const o = this.#o;
+    return { runSeed: o.runSeed, round: r.round, peerId, innerSteps: o.innerSteps, B: o.B, T: o.T, shardsPerRound: o.shardsPerRound, batches: o.batches };
   }
 }

@@ -2,8 +2,8 @@
 // compressed Δ to θ(r) and measure the loss, before and after, on windows the round assigned to the member
 // and on as many windows it was not assigned. Honest training lowers the loss on its own windows, and by
 // more than on data it never saw; a zero, stale or random-data Δ does neither.
-import { assignedBatch, windowSeed } from '../diloco/assignment';
-import { DataLoader } from '../data/loader';
+import { assignedBatch, assignedStarts, windowSeed } from '../diloco/assignment';
+import { DataLoader, windowStart } from '../data/loader';
 import { Engine } from '../native';
 import { CompressedDelta } from './delta-blocks';
 
@@ -47,22 +47,62 @@ async function losses(engine: Engine, batches: Int32Array[], B: number, T: numbe
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-/** Runs the check on `engine` (its parameters are overwritten). */
-export async function usefulWork(engine: Engine, loader: DataLoader, theta: Float32Array, d: CompressedDelta, x: UsefulWorkInput): Promise<UsefulWorkResult> {
-  const k = Math.max(1, Math.min(x.batches ?? 8, x.innerSteps));
-  const steps = Array.from({ length: k }, (_, i) => Math.floor((i * x.innerSteps) / k));
+/** The inner steps whose windows the check evaluates: `batches` of them, spread over the round. */
+function checkedSteps(x: UsefulWorkInput): number[] {
+  const k = checkBatchCount(x);
+  return Array.from({ length: k }, (_, i) => Math.floor((i * x.innerSteps) / k));
+}
+
+/** How many batches per side the check evaluates. */
+export function checkBatchCount(x: Pick<UsefulWorkInput, 'batches' | 'innerSteps'>): number {
+  return Math.max(1, Math.min(x.batches ?? 8, x.innerSteps));
+}
+
+/** Start of every (T+1)-token window the check reads: what a validator without the whole corpus must fetch. */
+export function checkWindowStarts(loader: DataLoader, x: UsefulWorkInput): number[] {
+  const controlSeed = windowSeed(x.runSeed, x.round, `control|${x.peerId}`);
+  const out: number[] = [];
+  for (const s of checkedSteps(x)) {
+    out.push(...assignedStarts(loader, x.runSeed, x.round, x.peerId, s, x.B, x.T, x.shardsPerRound ?? 0));
+    for (let b = 0; b < x.B; b++) out.push(windowStart(controlSeed, s, b, loader.numTokens - x.T));
+  }
+  return out;
+}
+
+/** The check's result from its per-batch losses (the validator's measurement, its own or a member validator's). */
+export function usefulWorkFromLosses(aBefore: number[], aAfter: number[], cBefore: number[], cAfter: number[]): UsefulWorkResult {
+  const advantages = aBefore.map((_, i) => aBefore[i] - aAfter[i] - (cBefore[i] - cAfter[i]));
+  const [assignedBefore, assignedAfter, controlBefore, controlAfter] = [aBefore, aAfter, cBefore, cAfter].map(mean);
+  return { assignedBefore, assignedAfter, controlBefore, controlAfter, gainAssigned: assignedBefore - assignedAfter, gainControl: controlBefore - controlAfter, advantages };
+}
+
+/** Per-batch losses of the check, before and after the Δ, on the member's windows and the control windows. */
+export interface CheckLosses {
+  assignedBefore: number[];
+  assignedAfter: number[];
+  controlBefore: number[];
+  controlAfter: number[];
+}
+
+/** Measures the check's losses on `engine` (its parameters are overwritten). */
+export async function measureUsefulWork(engine: Engine, loader: DataLoader, theta: Float32Array, d: CompressedDelta, x: UsefulWorkInput): Promise<CheckLosses> {
+  const steps = checkedSteps(x);
   const assigned = steps.map((s) => assignedBatch(loader, x.runSeed, x.round, x.peerId, s, x.B, x.T, x.shardsPerRound ?? 0));
   const controlSeed = windowSeed(x.runSeed, x.round, `control|${x.peerId}`);
   const control = steps.map((s) => loader.batch(s, x.B, x.T, controlSeed));
   engine.loadParams(theta);
-  const aBefore = await losses(engine, assigned, x.B, x.T);
-  const cBefore = await losses(engine, control, x.B, x.T);
+  const assignedBefore = await losses(engine, assigned, x.B, x.T);
+  const controlBefore = await losses(engine, control, x.B, x.T);
   engine.loadParams(applyDelta(theta, d));
-  const aAfter = await losses(engine, assigned, x.B, x.T);
-  const cAfter = await losses(engine, control, x.B, x.T);
-  const advantages = aBefore.map((_, i) => aBefore[i] - aAfter[i] - (cBefore[i] - cAfter[i]));
-  const [assignedBefore, assignedAfter, controlBefore, controlAfter] = [aBefore, aAfter, cBefore, cAfter].map(mean);
-  return { assignedBefore, assignedAfter, controlBefore, controlAfter, gainAssigned: assignedBefore - assignedAfter, gainControl: controlBefore - controlAfter, advantages };
+  const assignedAfter = await losses(engine, assigned, x.B, x.T);
+  const controlAfter = await losses(engine, control, x.B, x.T);
+  return { assignedBefore, assignedAfter, controlBefore, controlAfter };
+}
+
+/** Runs the check on `engine` (its parameters are overwritten). */
+export async function usefulWork(engine: Engine, loader: DataLoader, theta: Float32Array, d: CompressedDelta, x: UsefulWorkInput): Promise<UsefulWorkResult> {
+  const l = await measureUsefulWork(engine, loader, theta, d, x);
+  return usefulWorkFromLosses(l.assignedBefore, l.assignedAfter, l.controlBefore, l.controlAfter);
 }
 
 export interface UsefulWorkVerdict {
