@@ -98,6 +98,12 @@ describe.each(HOSTILE_KINDS.map((k) => [k]))('a %s member', (kind) => {
       expect(c.members.map((m) => m.peerId)).not.toContain(cheatId); // excluded
       expect(c.members.length).toBe(3); // the three honest members
     }
+    // A round decided after the exclusion never has the cheat, even one planned with it before the verdict
+    // landed (that attempt is re-planned without it).
+    const coordLines = swarm.child('coordinator').lines;
+    const at0 = coordLines.indexOf(excluded);
+    const decidedAfter = new Set(coordLines.slice(at0).filter((l) => l.event === 'round.commit').map((l) => l.round as number));
+    for (const c of commits.filter((y) => decidedAfter.has(y.round))) expect(c.ring).not.toContain(cheatId);
     // No honest member was excluded (one unlucky round may cost an honest member that round's credit: a strike).
     const exclusions = swarm.child('coordinator').lines.filter((l) => (l.event === 'trust.failed' && l.excludedUntilRound !== undefined) || l.event === 'trust.commit-refused');
     expect(new Set(exclusions.map((l) => l.peerId))).toEqual(new Set([cheatId]));

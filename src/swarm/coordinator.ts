@@ -234,6 +234,11 @@ export class Coordinator {
               metrics?.trust.excluded();
             }
             log.warn('trust.failed', { round: c.round, peerId, reason: check.reason, strikes: strikes.length, excludedUntilRound: exclude ? c.round + 1 + cfg.penaltyRounds : undefined });
+            // The verdict lands after the commit, when the next round may already be planned with the member:
+            // that attempt is re-planned without it (its members commit again), so its Δ never enters the average.
+            if (exclude && planner.round <= c.round + cfg.penaltyRounds && planner.dropFromAttempt(planner.round, planner.runView().planAttempt(), [peerId], `excluded: ${check.reason}`)) {
+              log.info('trust.replan-excluded', { round: planner.round, peerId });
+            }
           }
           const commitments = new Map<string, SignedRecord>();
           for (const p of c.members) {
