@@ -127,6 +127,17 @@ void quantize_int8_ref(int8_t* q, float* scales, const float* x, size_t n, int b
 void dequantize_int8_ref(float* out, const int8_t* q, const float* scales, size_t n, int block);
 void dequantize_accumulate_int8_ref(float* acc, const int8_t* q, const float* scales, size_t n, int block);
 
+// The error-feedback step on caller-owned memory (what ErrorFeedbackCompressor::compress runs on its own
+// residual; cuda::error_feedback_step is its device twin): v = fl(input + residual); q (n), scales
+// (nb = ceil(n / block)) = quantize(v); residual (n) = fl(v - fl(q * scale)) (UPDATED in place). Refuses a
+// non-finite input, or a sum that overflows, with NonFiniteError (first bad index; sum_overflow() tells which)
+// and leaves the residual unchanged. Throws std::invalid_argument if block < 1.
+void error_feedback_step(int8_t* q, float* scales, float* residual, const float* input, size_t n, int block,
+                         ThreadPool* pool, QuantIsa isa = QuantIsa::Auto);
+
+// Throws NonFiniteError "who: name[i] = v is not finite" for the first non-finite element of x (n).
+void check_finite(const float* x, size_t n, const char* who, const char* name);
+
 // Error feedback (the residual of DiLoCo-style compressed pseudo-gradients): each compress quantizes
 // v = input + residual and keeps residual = v - dequant(quant(v)), what quantization dropped, for the next
 // call. Summed over R calls on inputs x_1..x_R, the dequantized outputs equal sum(x_r) - residual_R exactly up
