@@ -24,6 +24,7 @@
         "native/kernels/cpu/crossentropy.cpp",
         "native/kernels/cpu/adamw.cpp",
         "native/model/gpt.cpp",
+        "native/model/round_delta.cpp",
         "native/comm/socket.cpp",
         "native/comm/handshake.cpp",
         "native/comm/ring_plan.cpp",

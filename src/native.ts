@@ -19,6 +19,11 @@ interface NativeEngineHandle {
   evalLoss(tokens: Int32Array, B: number, T: number): Promise<number>;
   logits(tokens: Int32Array, B: number, T: number): Promise<Float32Array>;
   generate(prompt: Int32Array, maxNew: number, temperature: number, topK: number, seed: number): Promise<Int32Array>;
+  markRoundStart(): void;
+  compressDelta(block: number): Promise<Int8Quantized>;
+  residual(): Float32Array;
+  loadResidual(r: Float32Array): void;
+  resetResidual(): void;
   dispose(): void;
 }
 
@@ -316,6 +321,53 @@ export class Engine {
   /** SHA-256 (hex) of the fp32 parameter bytes, little-endian, in layout order. */
   paramsHash(): string {
     return this.live().paramsHash();
+  }
+
+  // ---- the outer loop's pseudo-gradient, kept where the parameters are (on the GPU for device 'cuda') ----
+
+  /** Remembers the current parameters as θ_start, what compressDelta() measures Δ from (a device copy on 'cuda'). */
+  markRoundStart(): void {
+    this.live().markRoundStart();
+  }
+
+  /**
+   * Δ = θ_start − params (fp32, per element), compressed with error feedback on the engine's own residual:
+   * bit-identical to `compressor.compress(pseudoGradient(start, params))` with a Compressor of this block holding
+   * the same residual. On device 'cuda' only the codes and scales are copied to the host. A non-finite Δ (or
+   * Δ + residual overflowing) rejects with the Compressor's RangeError, naming delta[i], and leaves the residual
+   * unchanged; before any markRoundStart() it rejects with an Error saying so.
+   */
+  async compressDelta(block: number = DEFAULT_QUANT_BLOCK): Promise<Int8Quantized> {
+    const h = this.live();
+    checkBlock(block);
+    const where = new Error();
+    try {
+      return await h.compressDelta(block);
+    } catch (e) {
+      return rethrow(sameRealm(e), where);
+    }
+  }
+
+  /** A copy of the error-feedback residual (numParams floats; zero until the first compressDelta), for worker state. */
+  residual(): Float32Array {
+    return this.live().residual();
+  }
+
+  /** Copies a residual in (length numParams, finite values; a RangeError names a bad index and changes nothing). */
+  loadResidual(residual: Float32Array): void {
+    const h = this.live();
+    checkF32('residual', residual);
+    if (residual.length !== this.numParams) throw new RangeError(invalidParameter('residual.length', `${this.numParams} (numParams)`, residual.length));
+    try {
+      h.loadResidual(residual);
+    } catch (e) {
+      throw sameRealm(e);
+    }
+  }
+
+  /** Sets the residual to zero. */
+  resetResidual(): void {
+    this.live().resetResidual();
   }
 
   /** Releases native memory (views already handed out stay valid). Further calls throw. */

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "covenant/gemm.h"
+#include "covenant/quant.h"
+#include "covenant/round_delta.h"
 #include "arg_errors.h"
 
 namespace covenant_addon {
@@ -57,6 +59,17 @@ std::vector<int32_t> tokens_arg(const Napi::CallbackInfo& info, size_t i, size_t
   return std::vector<int32_t>(a.Data(), a.Data() + expected);
 }
 
+// A Float32Array of n (numParams) elements.
+Napi::Float32Array params_sized_arg(const Napi::CallbackInfo& info, size_t i, const std::string& name, size_t n) {
+  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    type_error(info.Env(), "Expected a Float32Array for " + name);
+  Napi::Float32Array a = info[i].As<Napi::Float32Array>();
+  if (a.ElementLength() != n)
+    range_error(info.Env(), "Expected " + name + " to hold numParams = " + std::to_string(n) + " values but it holds " +
+                                std::to_string(a.ElementLength()));
+  return a;
+}
+
 // Runs `work` on a libuv worker thread and settles a promise with `done`'s value.
 class Job : public Napi::AsyncWorker {
  public:
@@ -69,6 +82,8 @@ class Job : public Napi::AsyncWorker {
   void Execute() override {
     try {
       work_();
+    } catch (const WorkerRangeError& e) {
+      range_error_ = e.what();
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -78,7 +93,8 @@ class Job : public Napi::AsyncWorker {
   void OnOK() override {
     *busy_ = false;
     try {
-      deferred_.Resolve(done_(Env()));
+      if (!range_error_.empty()) deferred_.Reject(Napi::RangeError::New(Env(), range_error_).Value());
+      else deferred_.Resolve(done_(Env()));
     } catch (const Napi::Error&) {
     }
   }
@@ -96,6 +112,7 @@ class Job : public Napi::AsyncWorker {
   std::shared_ptr<bool> busy_;
   Work work_;
   Done done_;
+  std::string range_error_;
 };
 
 Napi::Value schedule(Napi::Env env, const Engines& eng, std::shared_ptr<bool> busy, Job::Work work,
@@ -107,11 +124,20 @@ Napi::Value schedule(Napi::Env env, const Engines& eng, std::shared_ptr<bool> bu
   return p;
 }
 
+// An ArrayBuffer over `bytes` of native memory at data, which `owner` keeps alive until the buffer is collected.
+Napi::ArrayBuffer external_buffer(Napi::Env env, std::shared_ptr<void> owner, void* data, size_t bytes) {
+  auto* hold = new std::shared_ptr<void>(std::move(owner));
+  return Napi::ArrayBuffer::New(env, data, bytes, [](Napi::Env, void*, std::shared_ptr<void>* h) { delete h; }, hold);
+}
+
 Napi::Float32Array shared_view(Napi::Env env, covenant::SharedFloats buf, size_t n) {
-  auto* hold = new covenant::SharedFloats(buf);
-  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-      env, buf.get(), n * sizeof(float), [](Napi::Env, void*, covenant::SharedFloats* h) { delete h; }, hold);
-  return Napi::Float32Array::New(env, n, ab, 0);
+  return Napi::Float32Array::New(env, n, external_buffer(env, buf, buf.get(), n * sizeof(float)), 0);
+}
+
+// n uninitialized elements, freed with the last shared owner.
+template <class T>
+std::shared_ptr<T> alloc_array(size_t n) {
+  return std::shared_ptr<T>(new T[n > 0 ? n : 1], std::default_delete<T[]>());
 }
 
 // Runs f on the main thread, turning a C++ exception (a CUDA error from a copy) into a JS Error.
@@ -150,6 +176,11 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod("forwardBackward", &EngineWrap::ForwardBackward),
                       InstanceMethod("evalLoss", &EngineWrap::EvalLoss), InstanceMethod("logits", &EngineWrap::Logits),
                       InstanceMethod("generate", &EngineWrap::Generate), InstanceMethod("device", &EngineWrap::Device),
+                      InstanceMethod("markRoundStart", &EngineWrap::MarkRoundStart),
+                      InstanceMethod("compressDelta", &EngineWrap::CompressDelta),
+                      InstanceMethod("residual", &EngineWrap::Residual),
+                      InstanceMethod("loadResidual", &EngineWrap::LoadResidual),
+                      InstanceMethod("resetResidual", &EngineWrap::ResetResidual),
                       InstanceMethod("dispose", &EngineWrap::Dispose)});
 }
 
@@ -233,7 +264,7 @@ Engines EngineWrap::any(Napi::Env env) {
 
 Engines EngineWrap::live(Napi::Env env) {
   if (!eng_) throw Napi::Error::New(env, "Engine is disposed");
-  if (*busy_) throw Napi::Error::New(env, "Engine is busy: await the previous step/evalLoss/logits/generate call first");
+  if (*busy_) throw Napi::Error::New(env, "Engine is busy: await the previous step/evalLoss/logits/generate/compressDelta call first");
   return eng_;
 }
 
@@ -300,12 +331,7 @@ Napi::Value EngineWrap::LoadParams(const Napi::CallbackInfo& info) {
   std::string which = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
   if (which != "params" && which != "adamM" && which != "adamV")
     range_error(info.Env(), "Expected 'params', 'adamM' or 'adamV' as the target but received " + which);
-  if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    type_error(info.Env(), "Expected a Float32Array for " + which);
-  Napi::Float32Array src = info[1].As<Napi::Float32Array>();
-  const size_t n = e.run([](auto& m) { return m.num_params(); });
-  if (src.ElementLength() != n)
-    range_error(info.Env(), "Expected " + which + " of length " + std::to_string(n) + " but received " + std::to_string(src.ElementLength()));
+  Napi::Float32Array src = params_sized_arg(info, 1, which, e.run([](auto& m) { return m.num_params(); }));
 #ifdef COVENANT_HAVE_CUDA
   if (e.on_gpu()) {
     js_errors(info.Env(), [&] { e.gpu->upload(cuda_buffer(which), src.Data()); });
@@ -420,6 +446,71 @@ Napi::Value EngineWrap::Generate(const Napi::CallbackInfo& info) {
                     if (!out->empty()) std::memcpy(a.Data(), out->data(), out->size() * sizeof(int32_t));
                     return a;
                   });
+}
+
+// ---- the outer loop's Δ (covenant/round_delta.h): θ_start and the residual live in the engine ----
+
+// markRoundStart(): θ_start = the current parameters (a device-to-device copy on the CUDA engine).
+Napi::Value EngineWrap::MarkRoundStart(const Napi::CallbackInfo& info) {
+  Engines e = live(info.Env());
+  js_errors(info.Env(), [&] { e.run([](auto& m) { m.mark_round_start(); }); });
+  return info.Env().Undefined();
+}
+
+// compressDelta(block) -> Promise<{codes: Int8Array, scales: Float32Array}>: Δ = θ_start − θ_now with error
+// feedback, on a worker thread. A non-finite Δ rejects with the Compressor's RangeError (named "delta").
+Napi::Value EngineWrap::CompressDelta(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Engines eng = live(env);
+  const int block = int_arg(info, 0, "block", 1);
+  if (!eng.run([](auto& m) { return m.round_marked(); })) throw Napi::Error::New(env, covenant::round_delta_unmarked_error());
+  const size_t n = eng.run([](auto& m) { return m.num_params(); });
+  const size_t nb = covenant::quant_num_blocks(n, block);
+  auto codes = js_errors(env, [&] { return alloc_array<int8_t>(n); });
+  auto scales = js_errors(env, [&] { return alloc_array<float>(nb); });
+  return schedule(env, eng, busy_,
+                  [=] {
+                    try {
+                      eng.run([&](auto& m) { m.compress_delta(codes.get(), scales.get(), block); });
+                    } catch (const covenant::NonFiniteError& e) {
+                      throw WorkerRangeError(nonfinite_message("delta", e));
+                    }
+                  },
+                  [=](Napi::Env e) {
+                    Napi::Object r = Napi::Object::New(e);
+                    r.Set("codes", Napi::Int8Array::New(e, n, external_buffer(e, codes, codes.get(), n), 0));
+                    r.Set("scales", Napi::Float32Array::New(e, nb, external_buffer(e, scales, scales.get(), nb * sizeof(float)), 0));
+                    return r;
+                  });
+}
+
+// residual() -> a copy of the error-feedback residual (Float32Array, numParams).
+Napi::Value EngineWrap::Residual(const Napi::CallbackInfo& info) {
+  Engines e = live(info.Env());
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), e.run([](auto& m) { return m.num_params(); }));
+  js_errors(info.Env(), [&] { e.run([&](auto& m) { m.copy_delta_residual(out.Data()); }); });
+  return out;
+}
+
+// loadResidual(r: Float32Array): copies in; a non-finite element is a RangeError and changes nothing.
+Napi::Value EngineWrap::LoadResidual(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Engines e = live(env);
+  Napi::Float32Array r = params_sized_arg(info, 0, "residual", e.run([](auto& m) { return m.num_params(); }));
+  js_errors(env, [&] {
+    try {
+      e.run([&](auto& m) { m.load_delta_residual(r.Data()); });
+    } catch (const covenant::NonFiniteError& err) {
+      range_error(env, nonfinite_residual_message(err));
+    }
+  });
+  return env.Undefined();
+}
+
+Napi::Value EngineWrap::ResetResidual(const Napi::CallbackInfo& info) {
+  Engines e = live(info.Env());
+  js_errors(info.Env(), [&] { e.run([](auto& m) { m.reset_delta_residual(); }); });
+  return info.Env().Undefined();
 }
 
 // Releases the engine; a call in flight keeps it alive until it settles. Views stay valid.

@@ -65,6 +65,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Logits(const Napi::CallbackInfo& info);
   Napi::Value Generate(const Napi::CallbackInfo& info);
   Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value MarkRoundStart(const Napi::CallbackInfo& info);
+  Napi::Value CompressDelta(const Napi::CallbackInfo& info);
+  Napi::Value Residual(const Napi::CallbackInfo& info);
+  Napi::Value LoadResidual(const Napi::CallbackInfo& info);
+  Napi::Value ResetResidual(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   void InitCuda(Napi::Env env, const covenant::GPTConfig& cfg, uint64_t seed, const std::string& attention,
                 const std::string& gemm);

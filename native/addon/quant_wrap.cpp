@@ -5,7 +5,6 @@
 #include "quant_wrap.h"
 
 #include <cmath>
-#include <cstdio>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -40,14 +39,6 @@ void with_pool(size_t n, Fn&& fn) {
   QuantPool& qp = quant_pool();
   std::lock_guard<std::mutex> lock(qp.mu);
   fn(&qp.pool);
-}
-
-std::string js_number(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
 }
 
 int block_arg(const Napi::CallbackInfo& info, size_t i) {
@@ -120,12 +111,7 @@ class QuantJob : public Napi::AsyncWorker {
       work_();
     } catch (const covenant::NonFiniteError& e) {
       range_ = true;
-      if (e.sum_overflow())
-        msg_ = arg_ + "[" + std::to_string(e.index()) + "] + residual[" + std::to_string(e.index()) +
-               "] overflows fp32 (the sum is " + js_number(e.value()) + "); the residual was left unchanged";
-      else
-        msg_ = arg_ + "[" + std::to_string(e.index()) + "] = " + js_number(e.value()) +
-               " is not finite (NaN and Infinity cannot be quantized)";
+      msg_ = nonfinite_message(arg_, e);
     } catch (const std::invalid_argument& e) {
       range_ = true;
       msg_ = e.what();
@@ -340,8 +326,7 @@ Napi::Value CompressorWrap::LoadResidual(const Napi::CallbackInfo& info) {
   try {
     c_->load_residual(r.Data());
   } catch (const covenant::NonFiniteError& e) {
-    range_error(env, "residual[" + std::to_string(e.index()) + "] = " + js_number(e.value()) +
-                         " is not finite; the residual was left unchanged");
+    range_error(env, nonfinite_residual_message(e));
   }
   return env.Undefined();
 }

@@ -293,4 +293,17 @@ std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int max_n
 
 std::string GPT::params_hash() const { return Sha256::hex(params_.get(), num_params_ * sizeof(float)); }
 
+RoundDelta& GPT::round_delta() {
+  if (!delta_) delta_ = std::make_unique<RoundDelta>(num_params_);
+  return *delta_;
+}
+
+void GPT::mark_round_start() { round_delta().mark(params_.get()); }
+void GPT::compress_delta(int8_t* q, float* scales, int block) {
+  round_delta().compress(q, scales, params_.get(), block, pool_.get());
+}
+void GPT::copy_delta_residual(float* out) { round_delta().copy_residual(out); }
+void GPT::load_delta_residual(const float* r) { round_delta().load_residual(r); }
+void GPT::reset_delta_residual() { round_delta().reset_residual(); }
+
 }  // namespace covenant

@@ -95,6 +95,7 @@ GPTCuda::GPTCuda(const GPTConfig& cfg, uint64_t seed) : cfg_(cfg) {
 }
 
 GPTCuda::~GPTCuda() {
+  delta_.reset();
   acts_.reset();
   gemm_.reset();
   if (dmem_) cudaFree(dmem_);
@@ -127,6 +128,19 @@ std::string GPTCuda::params_hash() {
   SharedFloats p = host_copy(Buffer::Params);
   return Sha256::hex(p.get(), num_params_ * sizeof(float));
 }
+
+RoundDeltaCuda& GPTCuda::round_delta() {
+  if (!delta_) delta_ = std::make_unique<RoundDeltaCuda>(num_params_);
+  return *delta_;
+}
+
+void GPTCuda::mark_round_start() { round_delta().mark(device(Buffer::Params)); }
+void GPTCuda::compress_delta(int8_t* q, float* scales, int block) {
+  round_delta().compress(q, scales, device(Buffer::Params), block);
+}
+void GPTCuda::copy_delta_residual(float* out) { round_delta().copy_residual(out); }
+void GPTCuda::load_delta_residual(const float* r) { round_delta().load_residual(r); }
+void GPTCuda::reset_delta_residual() { round_delta().reset_residual(); }
 
 void GPTCuda::ensure_activations(int B, int T) {
   const bool bf16 = uses_bf16_attention();

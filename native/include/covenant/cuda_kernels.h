@@ -114,6 +114,8 @@ void add_bias(float* out, const float* bias, int N, int OC, void* stream);
 void bias_backward(float* dbias, const float* dout, int N, int OC, void* stream);
 // out (n) = a + b (OVERWRITES).
 void residual_forward(float* out, const float* a, const float* b, size_t n, void* stream);
+// out (n) = fl(a - b) (OVERWRITES): one IEEE subtraction per element, bit-identical to the host's.
+void difference(float* out, const float* a, const float* b, size_t n, void* stream);
 // bf16 (n) = round-to-nearest-even(f32); f32 (n) = bf16.
 void f32_to_bf16(uint16_t* out, const float* inp, size_t n, void* stream);
 void bf16_to_f32(float* out, const uint16_t* inp, size_t n, void* stream);

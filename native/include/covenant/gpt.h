@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "covenant/gemm.h"
+#include "covenant/round_delta.h"
 
 namespace covenant {
 
@@ -89,7 +90,18 @@ class GPT {
 
   std::string params_hash() const;
 
+  // The outer loop's Δ against the parameters at the round's start, compressed with this engine's own
+  // error-feedback residual on its thread pool (RoundDelta, round_delta.h; allocated on first use).
+  void mark_round_start();
+  bool round_marked() const { return delta_ && delta_->marked(); }
+  void compress_delta(int8_t* q, float* scales, int block);
+  void copy_delta_residual(float* out);
+  void load_delta_residual(const float* r);
+  void reset_delta_residual();
+
  private:
+  RoundDelta& round_delta();
+
   void ensure_activations(int B, int T);
   void split_tokens(const int32_t* tokens, int B, int T, bool with_targets);
   void forward(int B, int T);
@@ -107,6 +119,7 @@ class GPT {
   struct Activations;
   std::unique_ptr<Activations> acts_;
   std::vector<int32_t> inputs_, targets_;
+  std::unique_ptr<RoundDelta> delta_;
 };
 
 }  // namespace covenant

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "covenant/gpt.h"
+#include "covenant/round_delta_cuda.h"
 
 namespace covenant {
 
@@ -69,7 +70,17 @@ class GPTCuda {
   // SHA-256 of the parameters' fp32 bytes (downloaded): equal to GPT::params_hash for equal parameters.
   std::string params_hash();
 
+  // GPT's round-delta calls (gpt.h) on the device: θ_start, the residual and Δ stay in device memory
+  // (RoundDeltaCuda, round_delta_cuda.h; allocated on first use); q, scales, out and r are host memory.
+  void mark_round_start();
+  bool round_marked() const { return delta_ && delta_->marked(); }
+  void compress_delta(int8_t* q, float* scales, int block);
+  void copy_delta_residual(float* out);
+  void load_delta_residual(const float* r);
+  void reset_delta_residual();
+
  private:
+  RoundDeltaCuda& round_delta();
   struct Activations;
   void ensure_activations(int B, int T);
   void split_tokens(const int32_t* tokens, int B, int T, bool with_targets);
@@ -92,6 +103,7 @@ class GPTCuda {
   std::unique_ptr<cuda::GpuGemm> gemm_;
   std::unique_ptr<Activations> acts_;
   std::vector<int32_t> inputs_, targets_;  // host staging
+  std::unique_ptr<RoundDeltaCuda> delta_;
 };
 
 }  // namespace covenant

@@ -1,7 +1,8 @@
 // The GPT engine's small fp32 ops on a CUDA device (declared in include/covenant/cuda_kernels.h): bias add and
-// its backward, the residual sum, fp32 <-> bf16 conversion for the bf16 attention kernels, and deterministic
-// double-precision reductions (the mean loss, the global gradient norm). Oracles: matmul_forward /
-// matmul_backward's bias terms, residual_forward and sum_squares in native/kernels/cpu/.
+// its backward, the residual sum, the difference of two buffers (the outer loop's Δ), fp32 <-> bf16
+// conversion for the bf16 attention kernels, and deterministic double-precision reductions (the mean loss,
+// the global gradient norm). Oracles: matmul_forward / matmul_backward's bias terms, residual_forward and
+// sum_squares in native/kernels/cpu/; for the difference, the host's fp32 subtraction.
 #include <cuda_bf16.h>
 
 #include "common.cuh"
@@ -37,6 +38,12 @@ __global__ void residual_kernel(float* __restrict__ out, const float* __restrict
                                 size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     out[i] = a[i] + b[i];
+}
+
+__global__ void difference_kernel(float* __restrict__ out, const float* __restrict__ a, const float* __restrict__ b,
+                                  size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = __fsub_rn(a[i], b[i]);
 }
 
 __global__ void f32_to_bf16_kernel(uint16_t* __restrict__ out, const float* __restrict__ inp, size_t n) {
@@ -109,6 +116,12 @@ void residual_forward(float* out, const float* a, const float* b, size_t n, void
   if (n == 0) return;
   residual_kernel<<<grid_for(n, kThreads), kThreads, 0, cuda_detail::as_stream(stream)>>>(out, a, b, n);
   CUDA_CHECK_LAUNCH("residual_kernel");
+}
+
+void difference(float* out, const float* a, const float* b, size_t n, void* stream) {
+  if (n == 0) return;
+  difference_kernel<<<grid_for(n, kThreads), kThreads, 0, cuda_detail::as_stream(stream)>>>(out, a, b, n);
+  CUDA_CHECK_LAUNCH("difference_kernel");
 }
 
 void f32_to_bf16(uint16_t* out, const float* inp, size_t n, void* stream) {
