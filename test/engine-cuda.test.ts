@@ -1,9 +1,12 @@
 // Engine.create({ device: 'cuda' }): a clear DEVICE_UNAVAILABLE error where the build has no CUDA backend or
 // there is no device; where both exist, a few steps that track the CPU engine (the full 20-step comparison is
-// in the GPU suite, native/tests/gpu_tests.cu).
+// in the GPU suite, native/tests/gpu_tests.cu), and compressDelta bit for bit the CPU engine's and the host
+// path's (engine-delta.test.ts holds the CPU engine to the host path).
+import { pseudoGradient } from '../src/diloco/outer-step';
 import { CovenantError } from '../src/errors';
-import { buildInfo, Engine } from '../src/native';
+import { buildInfo, Compressor, Engine } from '../src/native';
 import { ModelConfig } from '../src/train/model-config';
+import { firstBitDiff } from './helpers/bits';
 import { lcgTokens } from './helpers/tokens';
 
 const model: ModelConfig = { vocabSize: 64, maxSeqLen: 32, numLayers: 2, numHeads: 4, channels: 64 };
@@ -77,6 +80,44 @@ describe("Engine on device 'cuda'", () => {
       expect(gpu.paramsHash()).toBe(cpu.paramsHash());
       expect(Array.from(gpu.adamV().subarray(0, 16))).toEqual(Array.from(cpu.adamV().subarray(0, 16)));
       expect((await gpu.generate([1, 2, 3], 4, { temperature: 0 })).length).toBe(4);
+    } finally {
+      gpu.dispose();
+      cpu.dispose();
+    }
+  });
+
+  (haveDevice ? test : test.skip)('compressDelta agrees bit for bit with the CPU engine and the host path over rounds', async () => {
+    const gpu = Engine.create({ model, device: 'cuda', seed: 7 });
+    const cpu = Engine.create({ model, threads: 2, seed: 7 });
+    try {
+      const B = 4, T = 32, block = 64;
+      const opt = { lr: 3e-3, weightDecay: 0.1, gradClip: 1 };
+      await expect(gpu.compressDelta(block)).rejects.toThrow(/call markRoundStart\(\)/);
+      const host = new Compressor(cpu.numParams, block);
+      for (let round = 0; round < 3; round++) {
+        gpu.loadParams(cpu.params()); // the engines' steps differ in rounding: each round starts equal
+        gpu.markRoundStart();
+        cpu.markRoundStart();
+        const start = Float32Array.from(cpu.params());
+        for (let s = 0; s < 2; s++) {
+          const t = tokens(B, T, 10 * round + s);
+          await cpu.step(t, B, T, opt);
+          await gpu.step(t, B, T, opt);
+        }
+        gpu.loadParams(cpu.params()); // and ends equal, so Δ is too
+        const want = await host.compress(pseudoGradient(start, cpu.params()));
+        for (const e of [gpu, cpu]) {
+          const got = await e.compressDelta(block);
+          expect(firstBitDiff(got.codes, want.codes)).toBe(-1);
+          expect(firstBitDiff(got.scales, want.scales)).toBe(-1);
+          expect(firstBitDiff(e.residual(), host.residual())).toBe(-1);
+        }
+      }
+      const saved = gpu.residual();
+      gpu.resetResidual();
+      expect(gpu.residual().every((r) => r === 0)).toBe(true);
+      gpu.loadResidual(saved);
+      expect(firstBitDiff(gpu.residual(), saved)).toBe(-1);
     } finally {
       gpu.dispose();
       cpu.dispose();

@@ -4,7 +4,9 @@
 //   - include/covenant/cuda_kernels.h against kernels.h (and, for non-causal attention, an fp64 host
 //     reference), each at the tolerance stated by its test;
 //   - the CUDA engine: cuda_gemm.h against gemm_ref, the fp32 attention against the CPU flash attention, and
-//     GPTCuda trained side by side with the CPU GPT (same seed, same tokens; losses within 2e-2 per step).
+//     GPTCuda trained side by side with the CPU GPT (same seed, same tokens; losses within 2e-2 per step);
+//   - the round delta (round_delta_cuda.h, and cuda::difference under it) against the CPU engine's and the host
+//     path (Δ elementwise, then ErrorFeedbackCompressor), bit for bit.
 // Exits 0 with "GPU suite skipped: no CUDA device" where there is no device. The seed is printed;
 // COVENANT_GPU_TEST_SEED=N repeats a run. argv[1] filters tests by name.
 #include <algorithm>
@@ -927,6 +929,141 @@ void test_engine_bf16_attention() {
   engine_run("hs64 naive", cfg, AttentionKind::Naive, 3, 80, 5);
 }
 
+// cuda::difference against the host's fp32 subtraction, bit for bit, on quant_data's mix (subnormals, zeros,
+// values near FLT_MAX, so some differences overflow to +-Inf as on the host).
+void test_difference() {
+  for (size_t n : {size_t(0), size_t(1), size_t(1000), size_t(1000003)}) {
+    const auto a = quant_data(n, 128), b = quant_data(n, 97);
+    std::vector<float> want(n);
+    for (size_t i = 0; i < n; ++i) want[i] = a[i] - b[i];
+    Dev<float> da(n), db(n), dout(n);
+    da.upload(a);
+    db.upload(b);
+    dout.poison();
+    cuda::difference(dout.p, da.p, db.p, n, nullptr);
+    const size_t at = first_diff(dout.download(), want);
+    CHECK(at == n, "difference n=%zu: mismatch at index %zu", n, at);
+  }
+}
+
+// GPT's and GPTCuda's round delta, three rounds (blocks 128, 64, 37): both engines start each round from the
+// same parameters and mark it, train on their own (their steps differ in rounding), then get the CPU engine's
+// parameters uploaded so θ_now is equal too; codes, scales and residual must equal the host path's bit for bit
+// (host outputs poisoned before each call). Then the refusals: a NaN Δ names the CPU's index and keeps the
+// residual, a non-finite residual load changes nothing, compress before any mark is a std::logic_error.
+void test_engine_round_delta() {
+  GPTConfig cfg;  // the `tiny` preset, V 512
+  cfg.vocab_size = 512;
+  cfg.max_seq_len = 64;
+  cfg.num_layers = 2;
+  cfg.num_heads = 4;
+  cfg.channels = 64;
+  const int B = 4, T = 64;
+  GPT cpu(cfg, 0, 99);
+  GPTCuda gpu(cfg, 99);
+  const size_t n = cpu.num_params();
+  AdamWConfig opt;
+  opt.lr = 3e-3f;
+  opt.weight_decay = 0.1f;
+  std::vector<float> residual(n, 0.0f);  // the host path's, carried over rounds
+  const int blocks[3] = {128, 64, 37};
+  for (int round = 0; round < 3; ++round) {
+    const int block = blocks[round];
+    const size_t nb = quant_num_blocks(n, block);
+    gpu.upload(GPTCuda::Buffer::Params, cpu.params());
+    cpu.mark_round_start();
+    gpu.mark_round_start();
+    const std::vector<float> start(cpu.params(), cpu.params() + n);
+    for (int step = 0; step < 3; ++step) {
+      const auto tok = engine_tokens(B, T, cfg.vocab_size, 10 * round + step);
+      cpu.train_step(tok.data(), B, T, opt);
+      gpu.train_step(tok.data(), B, T, opt);
+    }
+    gpu.upload(GPTCuda::Buffer::Params, cpu.params());
+
+    std::vector<float> delta(n);
+    for (size_t i = 0; i < n; ++i) delta[i] = start[i] - cpu.params()[i];
+    ErrorFeedbackCompressor ref(n, block);
+    ref.load_residual(residual.data());
+    std::vector<int8_t> q_ref(n);
+    std::vector<float> s_ref(nb);
+    ref.compress(q_ref.data(), s_ref.data(), delta.data(), nullptr, QuantIsa::Scalar);
+    residual.assign(ref.residual(), ref.residual() + n);
+
+    std::vector<int8_t> q_cpu(n, int8_t(-1)), q_gpu(n, int8_t(-1));
+    std::vector<float> s_cpu(nb), s_gpu(nb), r_cpu(n), r_gpu(n);
+    for (auto* v : {&s_cpu, &s_gpu, &r_cpu, &r_gpu}) std::memset(v->data(), 0xFF, v->size() * sizeof(float));
+    cpu.compress_delta(q_cpu.data(), s_cpu.data(), block);
+    gpu.compress_delta(q_gpu.data(), s_gpu.data(), block);
+    cpu.copy_delta_residual(r_cpu.data());
+    gpu.copy_delta_residual(r_gpu.data());
+    const size_t nonzero = n - size_t(std::count(q_ref.begin(), q_ref.end(), int8_t(0)));
+    CHECK(nonzero > n / 4, "round %d: only %zu of %zu codes are nonzero (Δ is degenerate)", round, nonzero, n);
+    size_t at = first_diff(q_gpu, q_ref);
+    CHECK(at == n, "round %d block %d: GPU codes differ from the host path at %zu", round, block, at);
+    at = first_diff(s_gpu, s_ref);
+    CHECK(at == nb, "round %d block %d: GPU scales differ from the host path at block %zu", round, block, at);
+    at = first_diff(r_gpu, residual);
+    CHECK(at == n, "round %d block %d: GPU residual differs from the host path at %zu", round, block, at);
+    CHECK(first_diff(q_cpu, q_ref) == n && first_diff(s_cpu, s_ref) == nb && first_diff(r_cpu, residual) == n,
+          "round %d block %d: the CPU engine's round delta differs from the host path", round, block);
+    if (first_diff(r_gpu, residual) != n) gpu.load_delta_residual(residual.data());  // keep later rounds comparable
+  }
+
+  // A NaN Δ: the same index as the CPU engine, the residual kept.
+  std::vector<float> poisoned(cpu.params(), cpu.params() + n);
+  const size_t at = 1000 + g_rng() % (n - 2000);
+  poisoned[at] = NAN;
+  std::copy(poisoned.begin(), poisoned.end(), cpu.params());
+  gpu.upload(GPTCuda::Buffer::Params, poisoned.data());
+  std::vector<int8_t> q(n);
+  std::vector<float> s(quant_num_blocks(n, 64)), r(n);
+  size_t cpu_index = SIZE_MAX, gpu_index = SIZE_MAX;
+  try {
+    cpu.compress_delta(q.data(), s.data(), 64);
+  } catch (const NonFiniteError& e) {
+    cpu_index = e.index();
+  }
+  try {
+    gpu.compress_delta(q.data(), s.data(), 64);
+  } catch (const NonFiniteError& e) {
+    gpu_index = e.index();
+    CHECK(!e.sum_overflow(), "round delta: a NaN Δ reported as an overflowing sum");
+  }
+  CHECK(gpu_index == at && cpu_index == at, "round delta: NaN at %zu named %zu on the GPU, %zu on the CPU", at,
+        gpu_index, cpu_index);
+  gpu.copy_delta_residual(r.data());
+  CHECK(first_diff(r, residual) == n, "round delta: a refused compress changed the GPU residual");
+  cpu.copy_delta_residual(r.data());
+  CHECK(first_diff(r, residual) == n, "round delta: a refused compress changed the CPU residual");
+
+  // A non-finite residual load changes nothing; reset zeroes it.
+  std::vector<float> bad_r(n, 1.0f);
+  bad_r[7] = INFINITY;
+  bool refused = false;
+  try {
+    gpu.load_delta_residual(bad_r.data());
+  } catch (const NonFiniteError& e) {
+    refused = e.index() == 7;
+  }
+  gpu.copy_delta_residual(r.data());
+  CHECK(refused && first_diff(r, residual) == n, "round delta: a residual with Inf at 7 was not refused cleanly");
+  gpu.reset_delta_residual();
+  gpu.copy_delta_residual(r.data());
+  CHECK(std::all_of(r.begin(), r.end(), [](float v) { return v == 0.0f && !std::signbit(v); }),
+        "round delta: reset left a nonzero residual");
+
+  GPTCuda fresh(cfg, 1);
+  std::string m;
+  try {
+    fresh.compress_delta(q.data(), s.data(), 64);
+  } catch (const std::logic_error& e) {
+    m = e.what();
+  }
+  CHECK(m.find("markRoundStart") != std::string::npos, "compress before any mark accepted or misreported: '%s'",
+        m.c_str());
+}
+
 // Token ids outside the vocabulary and T > maxT are refused on the host before any launch.
 void test_engine_bad_args() {
   GPTConfig cfg;
@@ -997,7 +1134,9 @@ int main(int argc, char** argv) {
       {"gpu_attention_fp32", test_attention_fp32},
       {"gpu_engine_tiny", test_engine_tiny},
       {"gpu_engine_bf16_attention", test_engine_bf16_attention},
+      {"gpu_difference", test_difference},
       {"gpu_engine_bad_args", test_engine_bad_args},
+      {"gpu_engine_round_delta", test_engine_round_delta},
   };
   return covenant_test::run_tests(tests, argc, argv);
 }
