@@ -24,6 +24,7 @@ interface NativeEngineHandle {
   residual(): Float32Array;
   loadResidual(r: Float32Array): void;
   resetResidual(): void;
+  undoCompressDelta(): boolean;
   dispose(): void;
 }
 
@@ -368,6 +369,15 @@ export class Engine {
   /** Sets the residual to zero. */
   resetResidual(): void {
     this.live().resetResidual();
+  }
+
+  /**
+   * Puts back the residual from before the last compressDelta (a round that did not commit: its Δ is not
+   * consumed and goes into the next round's). Returns false, changing nothing, when there is nothing to undo
+   * (no compressDelta since the last undo, loadResidual or resetResidual).
+   */
+  undoCompressDelta(): boolean {
+    return this.live().undoCompressDelta();
   }
 
   /** Releases native memory (views already handed out stay valid). Further calls throw. */

@@ -110,6 +110,33 @@ describe('Engine round delta (CPU)', () => {
     expectSameBits(await eng.compressDelta(64), want.q);
   });
 
+  test('undoCompressDelta puts back the residual from before the last compressDelta, once', async () => {
+    expect(eng.undoCompressDelta()).toBe(false); // nothing compressed yet
+    eng.markRoundStart();
+    await train(eng, 0);
+    await eng.compressDelta(64);
+    const kept = eng.residual();
+    expect(kept.some((r) => r !== 0)).toBe(true);
+    // A round that does not commit: Δ compressed again (say for a retry) and given back.
+    eng.markRoundStart();
+    await train(eng, 1);
+    await eng.compressDelta(64);
+    expect(firstBitDiff(eng.residual(), kept)).not.toBe(-1);
+    expect(eng.undoCompressDelta()).toBe(true);
+    expect(firstBitDiff(eng.residual(), kept)).toBe(-1);
+    expect(eng.undoCompressDelta()).toBe(false); // only once
+    expect(firstBitDiff(eng.residual(), kept)).toBe(-1);
+    // The next round compresses from the restored residual exactly like the host path.
+    eng.markRoundStart();
+    const from = Float32Array.from(eng.params());
+    await train(eng, 3);
+    const want = await hostCompress(from, eng.params(), kept, 64);
+    expectSameBits(await eng.compressDelta(64), want.q);
+    // A load or reset leaves nothing to undo.
+    eng.loadResidual(kept);
+    expect(eng.undoCompressDelta()).toBe(false);
+  });
+
   test('compressDelta before markRoundStart, with a bad block, or while busy is refused', async () => {
     await expect(eng.compressDelta(64)).rejects.toThrow(/call markRoundStart\(\)/);
     eng.markRoundStart();

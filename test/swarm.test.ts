@@ -20,6 +20,7 @@ import { CommitBody, entryProblem } from '../src/ledger/entry';
 import { readLedgerFile } from '../src/ledger/ledger';
 import { ledgerBalances } from '../src/ledger/verify';
 import { RpcError } from '../src/swarm/rpc-error';
+import { haveCudaDevice } from './helpers/cuda';
 import { parsePrometheusText, sampleValue } from './helpers/prom-text';
 
 jest.setTimeout(300_000);
@@ -183,6 +184,22 @@ test('a worker SIGKILLed in a round: the ring is re-planned and the survivors co
     (l) => (l.event === 'round.replan' && (l.removed as string[]).includes(w2)) || (l.event === 'member.drop' && l.peerId === w2),
   );
   expect(out).toBe(true);
+});
+
+test('a worker with --device cuda: exit 2 naming the flag without a GPU; with one, Δ stays on the GPU and its θ hash matches the CPU members\'', async () => {
+  const name = swarm.startWorker(undefined, { args: ['--device', 'cuda'] });
+  if (!haveCudaDevice()) {
+    const exit = await swarm.child(name).exited;
+    expect(exit.code).toBe(2);
+    expect(swarm.child(name).lines.map((l) => String(l.text ?? l.message ?? '')).join('\n')).toMatch(/--device cuda: .*(no CUDA|device)/i);
+    return;
+  }
+  const engine = await swarm.waitFor(name, (l) => l.event === 'worker.engine', 60_000);
+  expect(engine).toMatchObject({ device: 'cuda', deltaCompression: 'engine' });
+  const commit = await swarm.waitFor(name, (l) => l.event === 'round.commit', 120_000);
+  const other = await swarm.waitFor('w1', (l) => l.event === 'round.commit' && l.round === commit.round, 120_000);
+  expect(commit.thetaSha256).toBe(other.thetaSha256);
+  await swarm.kill(name, 'SIGTERM');
 });
 
 test('a new worker joins mid-run, syncs, and its hash matches after its first round', async () => {

@@ -181,6 +181,7 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod("residual", &EngineWrap::Residual),
                       InstanceMethod("loadResidual", &EngineWrap::LoadResidual),
                       InstanceMethod("resetResidual", &EngineWrap::ResetResidual),
+                      InstanceMethod("undoCompressDelta", &EngineWrap::UndoCompressDelta),
                       InstanceMethod("dispose", &EngineWrap::Dispose)});
 }
 
@@ -511,6 +512,14 @@ Napi::Value EngineWrap::ResetResidual(const Napi::CallbackInfo& info) {
   Engines e = live(info.Env());
   js_errors(info.Env(), [&] { e.run([](auto& m) { m.reset_delta_residual(); }); });
   return info.Env().Undefined();
+}
+
+// undoCompressDelta(): the residual from before the last compressDelta; false when there is nothing to undo.
+Napi::Value EngineWrap::UndoCompressDelta(const Napi::CallbackInfo& info) {
+  Engines e = live(info.Env());
+  bool undone = false;
+  js_errors(info.Env(), [&] { undone = e.run([](auto& m) { return m.undo_compress_delta(); }); });
+  return Napi::Boolean::New(info.Env(), undone);
 }
 
 // Releases the engine; a call in flight keeps it alive until it settles. Views stay valid.

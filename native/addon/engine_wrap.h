@@ -70,6 +70,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Residual(const Napi::CallbackInfo& info);
   Napi::Value LoadResidual(const Napi::CallbackInfo& info);
   Napi::Value ResetResidual(const Napi::CallbackInfo& info);
+  Napi::Value UndoCompressDelta(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   void InitCuda(Napi::Env env, const covenant::GPTConfig& cfg, uint64_t seed, const std::string& attention,
                 const std::string& gemm);

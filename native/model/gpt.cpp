@@ -305,5 +305,6 @@ void GPT::compress_delta(int8_t* q, float* scales, int block) {
 void GPT::copy_delta_residual(float* out) { round_delta().copy_residual(out); }
 void GPT::load_delta_residual(const float* r) { round_delta().load_residual(r); }
 void GPT::reset_delta_residual() { round_delta().reset_residual(); }
+bool GPT::undo_compress_delta() { return round_delta().undo_compress(); }
 
 }  // namespace covenant

@@ -141,6 +141,7 @@ void GPTCuda::compress_delta(int8_t* q, float* scales, int block) {
 void GPTCuda::copy_delta_residual(float* out) { round_delta().copy_residual(out); }
 void GPTCuda::load_delta_residual(const float* r) { round_delta().load_residual(r); }
 void GPTCuda::reset_delta_residual() { round_delta().reset_residual(); }
+bool GPTCuda::undo_compress_delta() { return round_delta().undo_compress(); }
 
 void GPTCuda::ensure_activations(int B, int T) {
   const bool bf16 = uses_bf16_attention();

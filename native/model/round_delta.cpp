@@ -25,7 +25,16 @@ void RoundDelta::compress(int8_t* q, float* scales, const float* params, int blo
   };
   if (pool) pool->parallel_for(static_cast<int64_t>(n_), diff, 1 << 16);
   else diff(0, static_cast<int64_t>(n_), 0);
+  before_.assign(residual_.begin(), residual_.end());
   error_feedback_step(q, scales, residual_.data(), delta_.data(), n_, block, pool);
+  can_undo_ = true;
+}
+
+bool RoundDelta::undo_compress() {
+  if (!can_undo_) return false;
+  residual_.swap(before_);
+  can_undo_ = false;
+  return true;
 }
 
 void RoundDelta::copy_residual(float* out) const { std::copy(residual_.begin(), residual_.end(), out); }
@@ -33,8 +42,12 @@ void RoundDelta::copy_residual(float* out) const { std::copy(residual_.begin(), 
 void RoundDelta::load_residual(const float* r) {
   check_finite(r, n_, "RoundDelta::load_residual", "residual");
   std::copy(r, r + n_, residual_.begin());
+  can_undo_ = false;
 }
 
-void RoundDelta::reset_residual() { std::fill(residual_.begin(), residual_.end(), 0.0f); }
+void RoundDelta::reset_residual() {
+  std::fill(residual_.begin(), residual_.end(), 0.0f);
+  can_undo_ = false;
+}
 
 }  // namespace covenant

@@ -26,7 +26,7 @@ size_t scales_offset(size_t n) { return (n + kScalesAlign - 1) / kScalesAlign * 
 }  // namespace
 
 RoundDeltaCuda::RoundDeltaCuda(size_t n) : n_(n) {
-  const size_t bytes = (3 * n > 0 ? 3 * n : 1) * sizeof(float);
+  const size_t bytes = (4 * n > 0 ? 4 * n : 1) * sizeof(float);
   CUDA_CHECK(cudaMalloc(&dmem_, bytes));
   try {
     CUDA_CHECK(cudaMemset(dmem_, 0, bytes));
@@ -72,10 +72,20 @@ void RoundDeltaCuda::compress(int8_t* q, float* scales, const float* params, int
   int8_t* dq = reinterpret_cast<int8_t*>(out_);
   float* ds = reinterpret_cast<float*>(out_ + off);
   cuda::difference(delta(), start(), params, n_, kStream);
+  CUDA_CHECK(cudaMemcpyAsync(before(), residual(), n_ * sizeof(float), cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(kStream)));
   cuda::error_feedback_step(dq, ds, residual(), delta(), n_, block, kStream);  // waits; residual kept on error
+  can_undo_ = true;
   CUDA_CHECK(cudaMemcpy(staging_, out_, bytes, cudaMemcpyDeviceToHost));   // codes and scales in one copy
   std::memcpy(q, staging_, n_);
   std::memcpy(scales, staging_ + off, nb * sizeof(float));
+}
+
+bool RoundDeltaCuda::undo_compress() {
+  if (!can_undo_) return false;
+  CUDA_CHECK(cudaMemcpy(residual(), before(), n_ * sizeof(float), cudaMemcpyDeviceToDevice));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  can_undo_ = false;
+  return true;
 }
 
 void RoundDeltaCuda::copy_residual(float* out) {
@@ -85,11 +95,13 @@ void RoundDeltaCuda::copy_residual(float* out) {
 void RoundDeltaCuda::load_residual(const float* r) {
   check_finite(r, n_, "RoundDeltaCuda::load_residual", "residual");
   CUDA_CHECK(cudaMemcpy(residual(), r, n_ * sizeof(float), cudaMemcpyHostToDevice));
+  can_undo_ = false;
 }
 
 void RoundDeltaCuda::reset_residual() {
   CUDA_CHECK(cudaMemset(residual(), 0, n_ * sizeof(float)));
   CUDA_CHECK(cudaDeviceSynchronize());
+  can_undo_ = false;
 }
 
 }  // namespace covenant

@@ -983,6 +983,7 @@ void test_engine_round_delta() {
 
     std::vector<float> delta(n);
     for (size_t i = 0; i < n; ++i) delta[i] = start[i] - cpu.params()[i];
+    const std::vector<float> before = residual;
     ErrorFeedbackCompressor ref(n, block);
     ref.load_residual(residual.data());
     std::vector<int8_t> q_ref(n);
@@ -1008,6 +1009,13 @@ void test_engine_round_delta() {
     CHECK(first_diff(q_cpu, q_ref) == n && first_diff(s_cpu, s_ref) == nb && first_diff(r_cpu, residual) == n,
           "round %d block %d: the CPU engine's round delta differs from the host path", round, block);
     if (first_diff(r_gpu, residual) != n) gpu.load_delta_residual(residual.data());  // keep later rounds comparable
+    // A round that does not commit gives its Δ back: undo restores the residual from before, once.
+    CHECK(gpu.undo_compress_delta() && !gpu.undo_compress_delta(), "round %d: undo_compress_delta not exactly once", round);
+    std::fill(r_gpu.begin(), r_gpu.end(), -1.0f);
+    gpu.copy_delta_residual(r_gpu.data());
+    at = first_diff(r_gpu, before);
+    CHECK(at == n, "round %d: the GPU residual after undo differs from the one before at %zu", round, at);
+    gpu.load_delta_residual(residual.data());
   }
 
   // A NaN Δ: the same index as the CPU engine, the residual kept.

@@ -25,7 +25,8 @@ import { CovenantError, errorMessage } from '../errors';
 import { Logger } from '../log';
 import { initWorkerMetrics, WorkerMetrics } from '../metrics';
 import { ListenAddress, MetricsServer } from '../metrics/http';
-import { AllReduceResult, AllReduceTranscript, CommError, Compressor, dequantize, Engine, startAllReduce } from '../native';
+import { AllReduceResult, AllReduceTranscript, CommError, dequantize, Device, Engine, startAllReduce } from '../native';
+import { DeltaCompression, engineCompression, hostCompression } from './delta-compression';
 import { GlobalState } from '../swarm/global-state';
 import { SignedClient } from '../swarm/grpc-client';
 import { loadOrCreateIdentity, Identity } from '../swarm/identity';
@@ -50,6 +51,8 @@ export interface WorkerOptions {
   /** The address peers connect to (default: listen; required when listen's host is a wildcard). */
   advertise?: string;
   threads?: number;
+  /** Where the engine trains (default 'cpu'); on 'cuda' an int8 run also keeps Δ and its compression on the GPU. */
+  device?: Device;
   metrics?: ListenAddress;
   logger: Logger;
   /** Stop (exit the loop) after this many committed rounds of this worker. */
@@ -131,7 +134,7 @@ export class Worker {
   #client!: SignedClient<CoordinatorMethods>;
   #cfg!: RunConfig;
   #engine!: Engine;
-  #compressor!: Compressor;
+  #compressor!: DeltaCompression;
   #train!: DataLoader;
   #val: DataLoader | undefined;
   #manifest = '';
@@ -351,7 +354,7 @@ export class Worker {
           manifestSha256: this.#manifest,
           stateRound: this.#round,
           thetaSha256: this.#thetaHash,
-          device: 'cpu',
+          device: this.#o.device ?? 'cpu',
         }),
       { signal, onRetry: (e, n, ms) => this.#log.warn('worker.join-retry', { attempt: n, delayMs: ms, error: errorMessage(e) }) },
     ).catch((e) => {
@@ -383,9 +386,16 @@ export class Worker {
       throw new WorkerConfigError(`the run's model has vocabulary ${cfg.model.vocabSize} but data ${o.dataDir} uses ${this.#train.vocabSize} token ids`);
     }
     this.#cfg = cfg;
-    this.#engine = Engine.create({ model: cfg.model, seed: cfg.seed, threads: o.threads });
-    const n = this.#engine.params().length;
-    this.#compressor = new Compressor(n, cfg.blockSize);
+    try {
+      this.#engine = Engine.create({ model: cfg.model, seed: cfg.seed, threads: o.threads, device: o.device ?? 'cpu' });
+    } catch (e) {
+      if (e instanceof CovenantError && e.code === 'DEVICE_UNAVAILABLE') throw new WorkerConfigError(`--device ${o.device}: ${e.message}`, { cause: e });
+      throw e;
+    }
+    const n = this.#engine.numParams;
+    // On a GPU (and with no hostile switch to apply on the host) Δ never leaves the device.
+    this.#compressor = this.#engine.device === 'cuda' && cfg.compression === 'int8' && !this.#hostile ? engineCompression(this.#engine, cfg.blockSize) : hostCompression(this.#engine, cfg.blockSize);
+    this.#log.info('worker.engine', { device: this.#engine.device, params: n, deltaCompression: this.#compressor.where });
     const saved = this.#saved;
     this.#saved = undefined;
     if (saved && saved.theta.length !== n) {
@@ -462,7 +472,7 @@ export class Worker {
         adamM: Float32Array.from(this.#engine.adamM()),
         adamV: Float32Array.from(this.#engine.adamV()),
         adamStep: this.#engine.optimizerStep,
-        residual: Float32Array.from(this.#compressor.residual()),
+        residual: this.#compressor.residual(),
       }),
     );
   }
@@ -482,7 +492,7 @@ export class Worker {
         this.#allreduceAbort();
       }
       if (res.action === 'HEARTBEAT_ACTION_REJOIN' && this.#phase !== 'syncing') {
-        const j = await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: 'cpu' });
+        const j = await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: this.#o.device ?? 'cpu' });
         if (j.needsState) this.#resyncWanted = { round: j.committedRound, thetaSha256: j.thetaSha256 };
         this.#log.info('worker.rejoin', { round: this.#round, needsState: j.needsState });
       } else if (res.action === 'HEARTBEAT_ACTION_UPLOAD') {
@@ -619,6 +629,7 @@ export class Worker {
     this.#syncLedger();
     await this.#ensureShards(round);
     this.#innerStep = 0;
+    this.#compressor.begin(this.#theta); // the engine holds θ(round − 1) now
     this.#setPhase('inner');
     let lossSum = 0;
     for (let s = 0; s < cfg.innerSteps; s++) {
@@ -637,21 +648,22 @@ export class Worker {
     const meanLoss = lossSum / cfg.innerSteps;
 
     // Δ with error feedback; the all-reduce works on a copy so a failed attempt can be retried.
-    const delta = pseudoGradient(this.#theta, this.#engine.params());
-    if (this.#hostile === 'zero') delta.fill(0);
-    if (this.#hostile === 'scaled') for (let i = 0; i < delta.length; i++) delta[i] *= 25;
-    if (this.#hostile === 'inflated' || this.#hostile === 'scale-lie') for (let i = 0; i < delta.length; i++) delta[i] *= 4;
-    const residualBefore = Float32Array.from(this.#compressor.residual());
+    const bend = (delta: Float32Array) => {
+      if (this.#hostile === 'zero') delta.fill(0);
+      if (this.#hostile === 'scaled') for (let i = 0; i < delta.length; i++) delta[i] *= 25;
+      if (this.#hostile === 'inflated' || this.#hostile === 'scale-lie') for (let i = 0; i < delta.length; i++) delta[i] *= 4;
+    };
     let send: Float32Array;
     let compressed: CompressedDelta | undefined;
     if (cfg.compression === 'int8') {
-      const q = await this.#compressor.compress(delta);
+      const q = await this.#compressor.compress(bend);
       compressed = { codes: q.codes, scales: q.scales, block: cfg.blockSize };
       if (this.#hostile === 'replay') compressed = this.#replayed ??= compressed;
       send = await dequantize(compressed.codes, compressed.scales, cfg.blockSize);
       if (this.#hostile === 'ring-mismatch') for (let i = 0; i < send.length; i++) send[i] *= 1.5; // not what it committed to
     } else {
-      send = delta;
+      send = pseudoGradient(this.#theta, this.#engine.params());
+      bend(send);
     }
     // Until the round commits, any way out puts the committed θ and the residual from before the round back
     // (once: a resync on the way out replaces both, and must not be undone).
@@ -659,7 +671,7 @@ export class Worker {
     const restore = () => {
       if (restored) return;
       restored = true;
-      this.#compressor.loadResidual(residualBefore);
+      this.#compressor.undo();
       this.#engine.loadParams(this.#theta);
     };
     const commitment = compressed && {

@@ -40,6 +40,8 @@ export interface LocalSwarmOptions {
 export interface StartWorkerOptions {
   /** Extra environment of this worker (e.g. the test-only hostile switch). */
   env?: NodeJS.ProcessEnv;
+  /** Extra `covenant worker` flags of this worker (after the swarm's workerArgs). */
+  args?: string[];
 }
 
 export interface ChildInfo {
@@ -122,6 +124,7 @@ export class LocalSwarm {
       '--threads', String(this.o.threadsPerWorker ?? 1),
       ...(this.o.metrics ? ['--metrics', '127.0.0.1:0'] : []),
       ...(this.o.workerArgs ?? []),
+      ...(opts.args ?? []),
     ];
     this.workers.set(name, this.#spawn(name, args, opts.env));
     return name;

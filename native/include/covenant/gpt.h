@@ -98,6 +98,7 @@ class GPT {
   void copy_delta_residual(float* out);
   void load_delta_residual(const float* r);
   void reset_delta_residual();
+  bool undo_compress_delta();
 
  private:
   RoundDelta& round_delta();

@@ -78,6 +78,7 @@ class GPTCuda {
   void copy_delta_residual(float* out);
   void load_delta_residual(const float* r);
   void reset_delta_residual();
+  bool undo_compress_delta();
 
  private:
   RoundDeltaCuda& round_delta();

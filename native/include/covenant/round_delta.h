@@ -38,11 +38,15 @@ class RoundDelta {
   // residual = r (n). A non-finite element throws NonFiniteError, residual unchanged.
   void load_residual(const float* r);
   void reset_residual();
+  // residual = what it was before the last compress() (a round that did not commit gives its Δ back);
+  // returns false, changing nothing, when there is nothing to undo (no compress since the last undo or load).
+  bool undo_compress();
 
  private:
   size_t n_;
   bool marked_ = false;
-  std::vector<float> start_, delta_, residual_;
+  bool can_undo_ = false;
+  std::vector<float> start_, delta_, residual_, before_;
 };
 
 }  // namespace covenant
