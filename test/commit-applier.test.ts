@@ -23,8 +23,14 @@ function random(n: number, scale: number): Float32Array {
   return a;
 }
 
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
 async function setup(now = () => Date.now()) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'covenant-applier-'));
+  dirs.push(dir);
   let state: GlobalState = makeGlobalState(3, random(N, 1), random(N, 0.01));
   await saveGlobalState(dir, state);
   const { log } = await RoundLog.open(dir);
