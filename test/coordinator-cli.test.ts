@@ -194,6 +194,8 @@ describe('parseRunConfig', () => {
     expect(parseRunConfig({ ...base, validators: [v] }).validators).toEqual([v]);
     expect('validators' in parseRunConfig({ ...base, validators: [] })).toBe(false);
     expect('validators' in c).toBe(false);
+    expect(parseRunConfig({ ...base, validatorAudits: 0 }).validatorAudits).toBe(0);
+    expect('validatorAudits' in c).toBe(false);
   });
 
   test.each([
@@ -207,6 +209,8 @@ describe('parseRunConfig', () => {
     [{ minMembers: 1.5 }, 'config.minMembers'],
     [{ extra: 1 }, 'config.extra'],
     [{ validators: 'ab'.repeat(20) }, 'config.validators'],
+    [{ validatorAudits: -1 }, 'config.validatorAudits'],
+    [{ validatorAudits: 1.5 }, 'config.validatorAudits'],
     [{ validators: ['AB'.repeat(20)] }, 'config.validators[0]'],
     [{ validators: ['ab'.repeat(20), 'ab'.repeat(20)] }, 'config.validators[1] repeats'],
   ])('refuses %j naming %s', (over, field) => {

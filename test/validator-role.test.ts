@@ -15,7 +15,7 @@ import { RpcError } from '../src/swarm/rpc-error';
 import { signRequest } from '../src/swarm/signed-request';
 import { CheckDelegation, DelegatedOutcome } from '../src/trust/check-delegation';
 import { CommitmentBook } from '../src/trust/commitments';
-import { RoundVerifier } from '../src/trust/round-verifier';
+import { AUDIT_TOLERANCE, lossDisagreement, RoundVerifier } from '../src/trust/round-verifier';
 
 const H = (c: string) => c.repeat(64);
 const validator = Identity.generate();
@@ -154,4 +154,14 @@ describe('the ledger audits a delegated check', () => {
     const other = await ledgerWith((c) => ({ ...c, checkedBy: Identity.generate().peerId }));
     expect(verifyLedger(other).errors[0].what).toMatch(/validator [0-9a-f]+: the signed check is from/);
   });
+});
+
+test('an audit compares every loss relative to its size; a shape that differs never agrees', () => {
+  const a = { assignedBefore: [5, 5], assignedAfter: [4, 4.5], controlBefore: [5, 5], controlAfter: [4.8, 4.9] };
+  expect(lossDisagreement(a, a)).toBe(0);
+  const nudged = { ...a, controlAfter: [4.8, 4.9 * (1 + AUDIT_TOLERANCE / 2)] };
+  expect(lossDisagreement(nudged, a)).toBeLessThanOrEqual(AUDIT_TOLERANCE);
+  const lie = { ...a, assignedAfter: a.assignedBefore.map((l) => l + 0.01) };
+  expect(lossDisagreement(lie, a)).toBeCloseTo(0.2525, 9); // |5.01 − 4| / 4
+  expect(lossDisagreement({ ...a, assignedAfter: [4] }, a)).toBe(Infinity);
 });

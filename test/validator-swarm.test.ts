@@ -89,3 +89,44 @@ test('a validator member catches a random-token member; the coordinator checks n
     await swarm.stop(10_000);
   }
 });
+
+test('a validator member that lies is caught by the coordinator\'s audit, loses the role and is excluded; nobody honest pays for it', async () => {
+  const dir = path.join(tmp, 'liar');
+  const liarId = spawnSync(process.execPath, [CLI_MAIN, 'identity', '--state', path.join(dir, 'liar')], { encoding: 'utf8' }).stdout.trim();
+  const swarm = new LocalSwarm({
+    dir,
+    dataDir,
+    config: localRunConfig({ model: 'tiny', vocabSize: 257, innerSteps: 12, innerLr: 1e-3, minMembers: 3, planDelayMs: 1500, heartbeatTimeoutMs: 3000, allreduceTimeoutMs: 3000, penaltyRounds: 100, validators: [liarId] }),
+    workerArgs: ['--eval-every', '0'],
+  });
+  try {
+    await swarm.startCoordinator();
+    swarm.startWorker('liar', { env: { COVENANT_TEST_HOSTILE: 'lying-validator' } });
+    for (let i = 0; i < 3; i++) swarm.startWorker();
+    const caught = await swarm.waitFor('coordinator', (l) => l.event === 'trust.validator-mismatch', 120_000);
+    expect(caught.validator).toBe(liarId);
+    const failed = await swarm.waitFor('coordinator', (l) => l.event === 'trust.failed' && l.peerId === liarId, 30_000);
+    expect(String(failed.reason)).toMatch(/^validator-mismatch/);
+    expect(failed.excludedUntilRound).toBeDefined(); // a proof: at once
+    expect(failed.round).toBe(caught.round);
+    await swarm.waitFor('coordinator', (l) => l.event === 'state.commit' && (l.round as number) >= (caught.round as number) + 2, 120_000);
+    await new Promise((r) => setTimeout(r, 1500));
+
+    const lines = swarm.child('coordinator').lines;
+    // Nobody honest failed: the liar's other verdicts of that round were measured again by the coordinator.
+    expect(lines.filter((l) => l.event === 'trust.failed' && l.peerId !== liarId)).toEqual([]);
+    // No check is given to the liar after it was caught.
+    const after = lines.slice(lines.indexOf(caught) + 1);
+    expect(after.filter((l) => l.event === 'trust.check' && l.checkedBy === liarId && (l.round as number) > (caught.round as number))).toEqual([]);
+
+    const file = path.join(swarm.coordinatorState, 'ledger.jsonl');
+    const verify = spawnSync(process.execPath, [CLI_MAIN, 'ledger', 'verify', file], { encoding: 'utf8' });
+    expect(verify.stderr).toBe('');
+    const commits = (await readLedgerFile(file)).entries.filter((e) => e.type === 'commit').map((e) => e.body as unknown as CommitBody);
+    const at = commits.find((c) => c.round === caught.round)!;
+    expect(at.members.find((m) => m.peerId === liarId)).toMatchObject({ verdict: 'failed', credits: 0 });
+    for (const m of at.members.filter((y) => y.peerId !== liarId)) expect(m.verdict).toBe('verified');
+  } finally {
+    await swarm.stop(10_000);
+  }
+});

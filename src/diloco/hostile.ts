@@ -4,17 +4,19 @@
 // zero: a zero Δ; random-tokens: inner steps on random tokens; scaled: Δ × 25; replay: the first round's Δ
 // again; ring-mismatch: ring data 1.5× its commitment; scale-lie: Δ × 4 with a scale bound (and norm)
 // claimed 4× smaller, to escape the clip. inflated (Δ × 4, inside the norm check: clipped, not a proof of
-// anything) is kept apart: it is not caught, only bounded.
+// anything) is kept apart: it is not caught, only bounded. lying-validator: a member with the validator role
+// that reports losses showing no gain for every member it checks (caught by the coordinator's audit).
 export const HOSTILE_KINDS = ['zero', 'random-tokens', 'scaled', 'replay', 'ring-mismatch', 'scale-lie'] as const;
 export const BOUNDED_KINDS = ['inflated'] as const;
-export type HostileKind = (typeof HOSTILE_KINDS)[number] | (typeof BOUNDED_KINDS)[number];
+export const VALIDATOR_KINDS = ['lying-validator'] as const;
+export type HostileKind = (typeof HOSTILE_KINDS)[number] | (typeof BOUNDED_KINDS)[number] | (typeof VALIDATOR_KINDS)[number];
 
 /** The hostile kind this process was started with, if any; throws naming the problem for a bad or forbidden one. */
 export function hostileKind(env: NodeJS.ProcessEnv = process.env): HostileKind | undefined {
   const k = env.COVENANT_TEST_HOSTILE;
   if (k === undefined || k === '') return undefined;
   if (env.NODE_ENV === 'production') throw new Error(`COVENANT_TEST_HOSTILE=${k} is a test-only switch and is refused in production (NODE_ENV=production)`);
-  const kinds: readonly string[] = [...HOSTILE_KINDS, ...BOUNDED_KINDS];
+  const kinds: readonly string[] = [...HOSTILE_KINDS, ...BOUNDED_KINDS, ...VALIDATOR_KINDS];
   if (!kinds.includes(k)) throw new Error(`COVENANT_TEST_HOSTILE=${k} is not one of ${kinds.join(', ')}`);
   return k as HostileKind;
 }

@@ -27,6 +27,8 @@ export interface MemberValidatorOptions {
   ensureWindows: (starts: number[]) => Promise<void>;
   logger: Logger;
   signal: AbortSignal;
+  /** Test-only (COVENANT_TEST_HOSTILE=lying-validator): report no gain for everyone checked. */
+  lie?: boolean;
 }
 
 export class MemberValidator {
@@ -108,6 +110,7 @@ export class MemberValidator {
       await this.#o.ensureWindows(checkWindowStarts(this.#o.loader, x));
       this.#engine ??= Engine.create({ model: cfg.model, seed: cfg.seed, threads: 1 });
       losses = await measureUsefulWork(this.#engine, this.#o.loader, theta, d, x);
+      if (this.#o.lie) losses.assignedAfter = losses.assignedBefore.map((l) => l + 0.01);
     } catch (e) {
       if (this.#o.signal.aborted) return;
       return decline(`the check failed here: ${errorMessage(e)}`);

@@ -423,6 +423,7 @@ export class Worker {
         ensureWindows: (starts) => this.#ensureWindows(starts),
         logger: this.#log,
         signal: this.#stop.signal,
+        lie: this.#hostile === 'lying-validator',
       });
       this.#log.info('validator.role', { peerId: this.peerId, note: 'this member runs useful-work checks of others the coordinator assigns it' });
     }

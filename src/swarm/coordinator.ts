@@ -357,6 +357,7 @@ export class Coordinator {
       onCheck: (ok) => metrics?.trust.check(ok),
       validators,
       delegation,
+      audits: cfg.validatorAudits ?? 1,
     });
     this.#verifier = verifier;
     const audit = new RingAudit({ book, numParams: expected, blockSize: cfg.blockSize, sample: cfg.openBlocks, timeoutMs: cfg.verifyTimeoutMs, logger: log });

@@ -114,6 +114,8 @@ export class LocalSwarm {
 
   /** Starts a worker (a new one, or `name` again with its state directory) and returns its name. */
   startWorker(name = `w${++this.#counter}`, opts: StartWorkerOptions = {}): string {
+    const running = this.workers.get(name);
+    if (running && running.proc.exitCode === null && running.proc.signalCode === null) throw new Error(`worker ${name} is still running (one state directory, one process)`);
     const args = [
       'worker',
       '--join', `127.0.0.1:${this.coordinatorPort}`,

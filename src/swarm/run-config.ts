@@ -65,6 +65,11 @@ export interface RunConfig {
    * before the field existed keep their hash.
    */
   validators?: string[];
+  /**
+   * Delegated checks per checked round the coordinator (with --data) measures again itself, to catch a
+   * validator member that lies (absent: 1; 0: no audits). Left out of the config when not given.
+   */
+  validatorAudits?: number;
 }
 
 type NumericKey = { [K in keyof RunConfig]-?: RunConfig[K] extends number ? K : never }[keyof RunConfig];
@@ -129,7 +134,7 @@ const LIMITS: Record<NumericKey, NumberLimit> = {
   openBlocks: { int: true, min: 0, max: 4096 },
 };
 
-const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', 'validators', ...Object.keys(LIMITS)];
+const KNOWN = ['runId', 'model', 'vocabSize', 'manifestSha256', 'compression', 'validators', 'validatorAudits', ...Object.keys(LIMITS)];
 const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const SHA256_RE = /^[0-9a-f]{64}$/;
 const PEER_ID_RE = /^[0-9a-f]{40}$/;
@@ -219,6 +224,10 @@ export function parseRunConfig(raw: unknown, where = 'config'): RunConfig {
     shardsPerRound: merged.shardsPerRound as number,
     openBlocks: merged.openBlocks as number,
   };
+  if (obj.validatorAudits !== undefined) {
+    checkNumberFields({ validatorAudits: obj.validatorAudits }, { validatorAudits: { int: true, min: 0, max: 10_000 } }, where);
+    cfg.validatorAudits = obj.validatorAudits as number;
+  }
   if (obj.validators !== undefined) {
     const validators = parseValidators(obj.validators, where);
     if (validators.length) cfg.validators = validators;

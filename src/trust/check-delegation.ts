@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { SignedRecord, signedRecord } from '../ledger/entry';
 import { CheckChunk, STATE_CHUNK_BYTES, SubmitCheckRequest, SubmitCheckResponse } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
-import { UsefulWorkResult, usefulWorkFromLosses } from './useful-work';
+import { CheckLosses, UsefulWorkResult, usefulWorkFromLosses } from './useful-work';
 
 export const SUBMIT_CHECK_METHOD = '/covenant.v1.Coordinator/SubmitCheck';
 
@@ -16,7 +16,7 @@ export const SUBMIT_CHECK_METHOD = '/covenant.v1.Coordinator/SubmitCheck';
 const MAX_LOSS = 1e4;
 
 export type DelegatedOutcome =
-  | { kind: 'measured'; validator: string; result: UsefulWorkResult; record: SignedRecord }
+  | { kind: 'measured'; validator: string; losses: CheckLosses; result: UsefulWorkResult; record: SignedRecord }
   | { kind: 'declined'; validator: string; reason: string };
 
 export interface CheckAssignment {
@@ -103,7 +103,8 @@ export class CheckDelegation {
     }
     this.#tasks.delete(key(t.round, t.peerId));
     const result = usefulWorkFromLosses(req.assignedBefore, req.assignedAfter, req.controlBefore, req.controlAfter);
-    t.settle({ kind: 'measured', validator, result, record: signedRecord(SUBMIT_CHECK_METHOD, req) });
+    const losses = { assignedBefore: [...req.assignedBefore], assignedAfter: [...req.assignedAfter], controlBefore: [...req.controlBefore], controlAfter: [...req.controlAfter] };
+    t.settle({ kind: 'measured', validator, losses, result, record: signedRecord(SUBMIT_CHECK_METHOD, req) });
     return { accepted: true };
   }
 

@@ -17,7 +17,20 @@ import { CheckDelegation, DelegatedOutcome } from './check-delegation';
 import { CommitmentBook } from './commitments';
 import { decodeDelta, deltaNorm, deltaRoot, sha256Hex } from './delta-blocks';
 import { CompressedDelta } from './delta-blocks';
-import { checkBatchCount, judgeUsefulWork, usefulWork } from './useful-work';
+import { checkBatchCount, CheckLosses, judgeUsefulWork, measureUsefulWork, usefulWorkFromLosses, UsefulWorkResult } from './useful-work';
+
+/** Largest relative difference between a validator's losses and the coordinator's that still agrees. */
+export const AUDIT_TOLERANCE = 1e-4;
+
+/** max |a − b| / max(1, |b|) over every loss of the check (Infinity when the shapes differ). */
+export function lossDisagreement(a: CheckLosses, b: CheckLosses): number {
+  let worst = 0;
+  for (const k of ['assignedBefore', 'assignedAfter', 'controlBefore', 'controlAfter'] as const) {
+    if (a[k].length !== b[k].length) return Infinity;
+    for (let i = 0; i < a[k].length; i++) worst = Math.max(worst, Math.abs(a[k][i] - b[k][i]) / Math.max(1, Math.abs(b[k][i])));
+  }
+  return worst;
+}
 
 export interface RoundVerifierOptions {
   book: CommitmentBook;
@@ -45,6 +58,8 @@ export interface RoundVerifierOptions {
   /** Members given the validator role (run config `validators`) and the queue their checks go through. */
   validators?: readonly string[];
   delegation?: CheckDelegation;
+  /** Delegated checks per checked round the coordinator measures again itself, when it can (default 1). */
+  audits?: number;
 }
 
 interface RoundChecks {
@@ -59,7 +74,14 @@ interface RoundChecks {
   started: Set<string>;
   deltas: Map<string, { buf: Buffer; received: number; sha256: string; complete: boolean }>;
   checks: Map<string, MemberCheck>;
+  /** Delegated checks the coordinator measures again to audit their validator. */
+  audits: Set<string>;
+  /** Validator members caught lying in this round: failed with a proof when the round's checks are done. */
+  liars: Map<string, MemberCheck>;
   prev?: GlobalState;
+  /** Resolves once setPrevState gave θ(round − 1). */
+  prevReady: Promise<void>;
+  prevSet: () => void;
   pending: Set<string>;
   done: Promise<Map<string, MemberCheck>>;
   finish: () => void;
@@ -95,6 +117,8 @@ export function roundIsChecked(thetaSha256: string, round: number, every: number
 export class RoundVerifier {
   readonly #o: RoundVerifierOptions;
   readonly #rounds = new Map<number, RoundChecks>();
+  /** Validator members caught lying: given no more checks for the rest of the run. */
+  readonly #revoked = new Set<string>();
   #closed = false;
   /** One validator engine: checks run one at a time, across rounds too. */
   #queue: Promise<void> = Promise.resolve();
@@ -125,7 +149,7 @@ export class RoundVerifier {
    * else '' (the coordinator) when it can; else undefined (nobody can).
    */
   #checkerOf(peerId: string, members: readonly string[], thetaSha256: string, round: number): string | undefined {
-    const vs = this.#o.delegation ? (this.#o.validators ?? []).filter((v) => v !== peerId && members.includes(v)) : [];
+    const vs = this.#o.delegation ? (this.#o.validators ?? []).filter((v) => v !== peerId && members.includes(v) && !this.#revoked.has(v)) : [];
     if (vs.length) {
       const k = (v: string) => crypto.createHash('sha256').update(`${thetaSha256}|${round}|${peerId}|${v}`).digest('hex');
       return vs.reduce((a, b) => (k(b) < k(a) ? b : a));
@@ -145,6 +169,8 @@ export class RoundVerifier {
     }
     const sampled = new Set(sampleMembers([...checkers.keys()], this.#o.sample, thetaSha256, round));
     for (const p of checkers.keys()) if (!sampled.has(p)) checkers.delete(p);
+    const delegated = [...checkers].filter(([, v]) => v).map(([p]) => p);
+    const audits = new Set(this.checksLocally ? sampleMembers(delegated, this.#o.audits ?? 1, `${thetaSha256}|audit`, round).slice(0, this.#o.audits ?? 1) : []);
     let finish = () => undefined as void;
     const r: RoundChecks = {
       round,
@@ -156,12 +182,20 @@ export class RoundVerifier {
       started: new Set(),
       deltas: new Map(),
       checks: new Map(),
+      audits,
+      liars: new Map(),
+      prevReady: Promise.resolve(),
+      prevSet: () => undefined,
       pending: new Set(sampled),
       done: Promise.resolve(new Map()),
       finish: () => finish(),
     };
+    r.prevReady = new Promise((resolve) => {
+      r.prevSet = resolve;
+    });
     r.done = new Promise((resolve) => {
       finish = () => {
+        for (const [v, f] of r.liars) r.checks.set(v, f);
         if (!this.#closed) resolve(scored(r.checks));
       };
       const timer = setTimeout(() => {
@@ -185,6 +219,7 @@ export class RoundVerifier {
     const r = this.#rounds.get(round);
     if (!r) return;
     r.prev = prev;
+    r.prevSet();
     for (const p of r.deltas.keys()) this.#maybeCheck(r, p);
   }
 
@@ -263,27 +298,75 @@ export class RoundVerifier {
     return d;
   }
 
+  /** Measures the check on the coordinator's engine, one at a time (the queue is shared with its own checks). */
+  #measureLocally(r: RoundChecks, peerId: string, d: CompressedDelta): Promise<CheckLosses> {
+    const run = this.#queue.then(() => measureUsefulWork(this.#o.engine!, this.#o.loader!, r.prev!.theta, d, this.#input(r, peerId)));
+    this.#queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  #verdict(r: RoundChecks, peerId: string, res: UsefulWorkResult, extra: Partial<MemberCheck> = {}): MemberCheck {
+    const v = judgeUsefulWork(res);
+    this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, checkedBy: extra.checkedBy, ...res });
+    const evidence = { gainAssigned: res.gainAssigned, gainControl: res.gainControl, ...extra };
+    return v.ok ? { ok: true, score: 1, ...evidence } : { ok: false, score: 0, soft: true, reason: v.reason, ...evidence };
+  }
+
   #checkLocally(r: RoundChecks, peerId: string, payload: Buffer): void {
-    const prev = r.prev!;
-    this.#queue = this.#queue.then(async () => {
-      if (this.#closed || !r.pending.has(peerId)) return;
-      const d = this.#committed(r, peerId, payload);
-      if (!('codes' in d)) return this.#settle(r, peerId, d, true);
+    const d = this.#committed(r, peerId, payload);
+    if (!('codes' in d)) return this.#settle(r, peerId, d, true);
+    void this.#measureLocally(r, peerId, d).then(
+      (l) => this.#settle(r, peerId, this.#verdict(r, peerId, usefulWorkFromLosses(l.assignedBefore, l.assignedAfter, l.controlBefore, l.controlAfter)), true),
       // A failure of the validator itself is not the member's: it keeps its credit.
-      const check = await usefulWork(this.#o.engine!, this.#o.loader!, prev.theta, d, this.#input(r, peerId)).then(
-        (res): MemberCheck => {
-          const v = judgeUsefulWork(res);
-          this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, ...res });
-          if (!v.ok) return { ok: false, score: 0, soft: true, reason: v.reason };
-          return { ok: true, score: 1, gainAssigned: res.gainAssigned, gainControl: res.gainControl };
-        },
-        (e: unknown): MemberCheck => {
-          this.#o.logger.error('trust.check-error', { round: r.round, peerId, error: e });
-          return { ok: true, score: 1, reason: `not checked: ${(e as Error).message}` };
-        },
-      );
-      this.#settle(r, peerId, check, !check.reason?.startsWith('not checked'));
-    });
+      (e: unknown) => {
+        this.#o.logger.error('trust.check-error', { round: r.round, peerId, error: e });
+        this.#settle(r, peerId, { ok: true, score: 1, reason: `not checked: ${(e as Error).message}` }, false);
+      },
+    );
+  }
+
+  /**
+   * The coordinator measures an audited delegated check again. Agreement (AUDIT_TOLERANCE): the validator's
+   * result stands. Disagreement: the validator lied (or its engine is broken, which the run cannot tell apart):
+   * it fails the round with the two measurements as the proof, loses the role, and every check it ran or holds
+   * in rounds not yet recorded is measured again here.
+   */
+  async #audit(r: RoundChecks, peerId: string, d: CompressedDelta, out: Extract<DelegatedOutcome, { kind: 'measured' }>): Promise<MemberCheck> {
+    const validator = out.validator;
+    const claimed = this.#verdict(r, peerId, out.result, { checkedBy: validator, check: out.record });
+    let mine: CheckLosses;
+    try {
+      mine = await this.#measureLocally(r, peerId, d);
+    } catch (e) {
+      this.#o.logger.error('trust.check-error', { round: r.round, peerId, error: e });
+      return claimed;
+    }
+    const diff = lossDisagreement(out.losses, mine);
+    if (diff <= AUDIT_TOLERANCE) {
+      this.#o.logger.info('trust.validator-audit', { round: r.round, peerId, validator, ok: true, disagreement: diff });
+      return claimed;
+    }
+    this.#o.logger.warn('trust.validator-mismatch', { round: r.round, peerId, validator, disagreement: diff });
+    this.#revoked.add(validator);
+    r.liars.set(validator, { ok: false, score: 0, reason: `validator-mismatch: its losses for ${peerId.slice(0, 8)}… differ from the coordinator's by ${diff.toExponential(2)} (relative)` });
+    for (const other of this.#rounds.values()) {
+      for (const [p, v] of other.checkers) {
+        if (v !== validator || (other === r && p === peerId)) continue;
+        other.checkers.set(p, '');
+        this.#o.delegation?.cancel(other.round, p, `validator ${validator.slice(0, 8)} lost the role`); // open tasks fall back
+        const u = other.deltas.get(p);
+        const settled = other.checks.get(p)?.checkedBy === validator && !other.pending.has(p);
+        if (settled && u?.complete && other.prev && other.pending.size > 0) {
+          other.checks.delete(p);
+          other.pending.add(p);
+          this.#checkLocally(other, p, u.buf);
+        }
+      }
+    }
+    return this.#verdict(r, peerId, usefulWorkFromLosses(mine.assignedBefore, mine.assignedAfter, mine.controlBefore, mine.controlAfter));
   }
 
   /** The useful-work part by a validator member; what it cannot do falls back to the coordinator, if it can. */
@@ -297,10 +380,11 @@ export class RoundVerifier {
     clearTimeout(timer);
     if (this.#closed) return;
     if (out.kind === 'measured') {
-      const v = judgeUsefulWork(out.result);
-      this.#o.logger.debug('trust.useful-work', { round: r.round, peerId, checkedBy: validator, ...out.result });
-      const evidence = { gainAssigned: out.result.gainAssigned, gainControl: out.result.gainControl, checkedBy: validator, check: out.record };
-      return this.#settle(r, peerId, v.ok ? { ok: true, score: 1, ...evidence } : { ok: false, score: 0, soft: true, reason: v.reason, ...evidence }, true);
+      if (r.audits.has(peerId) && this.checksLocally) {
+        await r.prevReady;
+        return this.#settle(r, peerId, await this.#audit(r, peerId, d, out), true);
+      }
+      return this.#settle(r, peerId, this.#verdict(r, peerId, out.result, { checkedBy: validator, check: out.record }), true);
     }
     this.#o.logger.warn('trust.check-declined', { round: r.round, peerId, validator, reason: out.reason, fallback: this.checksLocally && !!r.prev });
     if (this.checksLocally) {
