@@ -35,7 +35,9 @@ describe('Membership (fake clock)', () => {
   test('join records the member; a re-join by the same peer returns the same record, refreshed', () => {
     const first = m.join(a.peerId, a.publicKey, '127.0.0.1:7000', { agent: 'covenant/0.1.0', device: 'cpu' });
     expect(first).toMatchObject({ peerId: a.peerId, address: '127.0.0.1:7000', joinedAtMs: now, lastSeenMs: now, rejoins: 0 });
-    expect(first.info).toEqual({ agent: 'covenant/0.1.0', device: 'cpu', stateRound: 0, thetaSha256: '' });
+    expect(first.info).toEqual({ agent: 'covenant/0.1.0', device: 'cpu', stateRound: 0, thetaSha256: '', dataServer: '' });
+    // A data server address is checked like the data address.
+    expect(() => m.join(a.peerId, a.publicKey, '127.0.0.1:7000', { dataServer: 'no-port' })).toThrow(/is not host:port/);
     now += 500;
     const again = m.join(a.peerId, a.publicKey, '127.0.0.1:7001', { agent: 'covenant/0.1.1', stateRound: 3 });
     expect(again).toBe(first);

@@ -10,7 +10,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { assignedBatch, assignedStarts } from './assignment';
 import { MANIFEST_FILE, ShardEntry } from '../data/manifest';
-import { ensureManifest, fetchShard } from '../data/shard-service';
+import { ensureManifest, ShardServer } from '../data/shard-service';
+import { ShardSources } from '../data/shard-sources';
 import { outerStep, pseudoGradient } from './outer-step';
 import { loadWorkerState, makeWorkerState, saveWorkerState, WorkerState } from './worker-state';
 import { MemberLedger } from '../ledger/member-copy';
@@ -29,8 +30,10 @@ import { AllReduceResult, AllReduceTranscript, CommError, dequantize, Device, En
 import { DeltaCompression, engineCompression, hostCompression } from './delta-compression';
 import { GlobalState } from '../swarm/global-state';
 import { SignedClient } from '../swarm/grpc-client';
+import { SignedServer } from '../swarm/grpc-server';
+import { RequestVerifier } from '../swarm/signed-request';
 import { loadOrCreateIdentity, Identity } from '../swarm/identity';
-import { CollectiveId, CommitRequest, coordinatorService, SCALES_CHUNK_BLOCKS, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
+import { CollectiveId, CommitRequest, coordinatorService, dataPeerService, FetchShardRequest, SCALES_CHUNK_BLOCKS, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
 import { parseRunConfig, RunConfig } from '../swarm/run-config';
 import { newSealingKey, openSecret, secretContext } from '../swarm/sealed-secret';
@@ -51,6 +54,8 @@ export interface WorkerOptions {
   /** The address peers connect to (default: listen; required when listen's host is a wildcard). */
   advertise?: string;
   threads?: number;
+  /** Serve the shards this worker holds to other members (DataPeer) on this 'host:port' (port 0: a free one). */
+  serveData?: string;
   /** Where the engine trains (default 'cpu'); on 'cuda' an int8 run also keeps Δ and its compression on the GPU. */
   device?: Device;
   metrics?: ListenAddress;
@@ -156,6 +161,11 @@ export class Worker {
   #deltaUpload: Promise<unknown> = Promise.resolve();
   #openingsPush: Promise<unknown> = Promise.resolve();
   #hostile: HostileKind | undefined;
+  /** Data peers, then the coordinator: where missing shards come from. */
+  #sources!: ShardSources;
+  /** The DataPeer server (--serve-data) and the address other members reach it at. */
+  #dataServer: SignedServer | undefined;
+  #dataServerAddress = '';
   /** Set when the run gives this member the validator role. */
   #validator: MemberValidator | undefined;
   /** The data directory started without its shards: fetch what each round needs. */
@@ -204,14 +214,22 @@ export class Worker {
     const o = this.#o;
     this.#identity = loadOrCreateIdentity(o.stateDir);
     this.#client = new SignedClient(coordinatorService(), { address: o.coordinator, identity: this.#identity, runId: o.runId });
-    // A data directory without its manifest is filled from the coordinator, shard by shard, as rounds need them.
+    this.#sources = new ShardSources({ coordinator: this.#client, identity: this.#identity, runId: o.runId, logger: this.#log });
+    // A data directory without its manifest is filled from the coordinator or data peers, shard by shard, as
+    // rounds need them.
     if (!fs.existsSync(path.join(o.dataDir, MANIFEST_FILE))) {
       this.#fetchData = true;
-      await withRetry(() => ensureManifest(this.#client, o.dataDir), { signal: this.#stop.signal }).catch((e) => {
-        if (e instanceof RpcError && e.status === grpc.status.UNIMPLEMENTED) throw new WorkerConfigError(`${o.dataDir} holds no data and the coordinator does not serve it (it runs without --data)`);
-        throw e;
-      });
-      this.#log.info('data.manifest', { dir: o.dataDir, from: o.coordinator });
+      const signal = this.#stop.signal;
+      await withRetry(() => ensureManifest(this.#client, o.dataDir), { signal })
+        .then(() => this.#log.info('data.manifest', { dir: o.dataDir, from: o.coordinator }))
+        .catch(async (e) => {
+          if (!(e instanceof RpcError && e.status === grpc.status.UNIMPLEMENTED)) throw e;
+          // The coordinator runs without --data: a data peer's copy, checked against the run's manifest hash.
+          await withRetry(() => this.#sources.manifestFromPeers(o.dataDir, signal), {
+            signal,
+            onRetry: (err, n) => n % 5 === 1 && this.#log.warn('data.manifest-wait', { error: errorMessage(err), note: 'the coordinator serves no data; waiting for a data peer (covenant worker --serve-data)' }),
+          });
+        });
     }
     const info = datasetInfo(o.dataDir);
     this.#manifest = info.manifestHash;
@@ -227,6 +245,7 @@ export class Worker {
     } catch {
       this.#val = undefined;
     }
+    if (o.serveData) await this.#serveData(o.serveData);
     const l = splitHostPort('--listen', o.listen);
     const port = l.port === 0 ? await freePort(l.host) : l.port;
     this.#listen = joinHostPort(l.host, port);
@@ -330,6 +349,8 @@ export class Worker {
     await within(this.#openingsPush, 5_000);
     await within(this.#ledgerSync, 5_000);
     await within(this.#validator?.close(), 10_000);
+    await within(this.#dataServer?.close(2000), 3_000);
+    this.#sources?.close();
     if (this.#engine && !this.#engine.disposed) {
       await this.#save().catch((e) => this.#log.error('state.save-failed', { error: errorMessage(e) }));
       if (this.#stopReason !== '') {
@@ -355,6 +376,7 @@ export class Worker {
           stateRound: this.#round,
           thetaSha256: this.#thetaHash,
           device: this.#o.device ?? 'cpu',
+          dataServer: this.#dataServerAddress,
         }),
       { signal, onRetry: (e, n, ms) => this.#log.warn('worker.join-retry', { attempt: n, delayMs: ms, error: errorMessage(e) }) },
     ).catch((e) => {
@@ -493,7 +515,7 @@ export class Worker {
         this.#allreduceAbort();
       }
       if (res.action === 'HEARTBEAT_ACTION_REJOIN' && this.#phase !== 'syncing') {
-        const j = await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: this.#o.device ?? 'cpu' });
+        const j = await this.#client.call('join', { dataAddress: this.#advertise, agent: WORKER_AGENT, manifestSha256: this.#manifest, stateRound: this.#round, thetaSha256: this.#thetaHash, device: this.#o.device ?? 'cpu', dataServer: this.#dataServerAddress });
         if (j.needsState) this.#resyncWanted = { round: j.committedRound, thetaSha256: j.thetaSha256 };
         this.#log.info('worker.rejoin', { round: this.#round, needsState: j.needsState });
       } else if (res.action === 'HEARTBEAT_ACTION_UPLOAD') {
@@ -855,6 +877,30 @@ export class Worker {
     if (!this.#stop.signal.aborted) throw new RoundAbandoned();
   }
 
+  /**
+   * Serves the shards this worker holds (and the run's manifest) to other members. The address it advertises
+   * is `addr`, or with a wildcard host the host of --advertise.
+   */
+  async #serveData(addr: string): Promise<void> {
+    const a = splitHostPort('--serve-data', addr);
+    const server = new SignedServer({
+      verifier: new RequestVerifier({ runId: this.#o.runId }),
+      onRefused: (method, e) => this.#log.warn('request.refused', { method, status: e.status, reason: e.reason, message: e.message }),
+      onHandlerError: (method, e) => this.#log.error('handler.error', { method, error: e }),
+    });
+    const shards = new ShardServer(this.#o.dataDir, this.#train.manifest);
+    server.addService(dataPeerService(), {
+      getManifest: () => shards.manifest(),
+      fetchShard: (req: FetchShardRequest, ctx: { signal: AbortSignal }) => shards.shard(req.file, ctx.signal),
+    });
+    const port = await server.listen(joinHostPort(a.host, a.port));
+    this.#dataServer = server;
+    const wildcard = a.host === '0.0.0.0' || a.host === '::';
+    const host = wildcard ? splitHostPort('--advertise', this.#o.advertise ?? this.#o.listen).host : a.host;
+    this.#dataServerAddress = joinHostPort(host, port);
+    this.#log.info('data.serve', { address: this.#dataServerAddress, listen: joinHostPort(a.host, port), shards: `${this.#train.manifest.shards.length - this.#train.missing().length}/${this.#train.manifest.shards.length}` });
+  }
+
   /** Fetches the shards this round's windows (and the val batches) touch that are not here yet. */
   async #ensureShards(round: number): Promise<void> {
     if (!this.#fetchData) return;
@@ -883,8 +929,8 @@ export class Worker {
     const missing = new Set([...this.#train.missing(), ...(this.#val?.missing() ?? [])].map((e) => e.file));
     for (const { loader, entry } of need.values()) {
       if (!missing.has(entry.file)) continue;
-      const bytes = await withRetry(() => fetchShard(this.#client, loader, entry, this.#stop.signal), { signal: this.#stop.signal });
-      this.#log.info('data.shard', { file: entry.file, bytes, held: this.#heldShards() });
+      const got = await withRetry(() => this.#sources.fetch(loader, entry, this.#stop.signal), { signal: this.#stop.signal });
+      this.#log.info('data.shard', { file: entry.file, bytes: got.bytes, from: got.from, held: this.#heldShards() });
     }
   }
 

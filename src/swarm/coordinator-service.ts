@@ -105,6 +105,7 @@ export function createCoordinatorHandlers(
         device: req.device,
         stateRound: req.stateRound,
         thetaSha256: req.thetaSha256,
+        dataServer: req.dataServer,
       });
       const committedRound = run.committedRound();
       const theta = run.thetaSha256();

@@ -404,6 +404,13 @@ export class Coordinator {
       pushOpenings: (req, ctx) => audit.receive(ctx.peer.peerId, req),
       fetchCheck: (_req, ctx) => delegation.fetch(asValidator(ctx.peer.peerId), ctx.signal),
       submitCheck: (req, ctx) => delegation.submit(asValidator(ctx.peer.peerId), req),
+      dataPeers: (_req, ctx) => ({
+        manifestSha256: cfg.manifestSha256,
+        peers: membership
+          .list()
+          .filter((m) => m.info.dataServer && m.peerId !== ctx.peer.peerId)
+          .map((m) => ({ peerId: m.peerId, address: m.info.dataServer })),
+      }),
     });
     this.#server = server;
     this.#port = await server.listen(this.#opts.listen);

@@ -42,6 +42,8 @@ export interface StartWorkerOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra `covenant worker` flags of this worker (after the swarm's workerArgs). */
   args?: string[];
+  /** This worker's data directory (default: workerDataDir(name)). */
+  dataDir?: string;
 }
 
 export interface ChildInfo {
@@ -120,7 +122,7 @@ export class LocalSwarm {
       'worker',
       '--join', `127.0.0.1:${this.coordinatorPort}`,
       '--run-id', this.runId,
-      '--data', this.workerDataDir(name),
+      '--data', opts.dataDir ?? this.workerDataDir(name),
       '--state', this.workerStateDir(name),
       '--listen', '127.0.0.1:0',
       '--threads', String(this.o.threadsPerWorker ?? 1),

@@ -16,6 +16,8 @@ export interface MemberInfo {
   stateRound: number;
   /** Sync hash of that state ('' : none). */
   thetaSha256: string;
+  /** 'host:port' of its DataPeer service ('': it serves no data). */
+  dataServer: string;
 }
 
 export interface Member {
@@ -130,7 +132,9 @@ export class Membership {
       device: info.device ?? '',
       stateRound: info.stateRound ?? 0,
       thetaSha256: info.thetaSha256 ?? '',
+      dataServer: info.dataServer ?? '',
     };
+    if (full.dataServer) checkAddress(full.dataServer);
     const existing = this.#members.get(peerId);
     if (existing) {
       existing.address = address;

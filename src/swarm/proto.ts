@@ -105,6 +105,7 @@ export interface JoinRequest {
   stateRound: number;
   thetaSha256: string;
   device: string;
+  dataServer: string;
 }
 
 export interface JoinResponse {
@@ -361,6 +362,20 @@ export interface SubmitCheckResponse {
   accepted: boolean;
 }
 
+export interface DataPeersRequest {
+  meta: RequestMeta | null;
+}
+
+export interface DataPeerInfo {
+  peerId: string;
+  address: string;
+}
+
+export interface DataPeersResponse {
+  manifestSha256: string;
+  peers: DataPeerInfo[];
+}
+
 export interface StreamLedgerRequest {
   meta: RequestMeta | null;
   fromIndex: number;
@@ -429,6 +444,13 @@ export type CoordinatorMethods = {
   pushScales: UnaryMethod<PushScalesRequest, PushScalesResponse>;
   fetchCheck: ServerStreamMethod<FetchCheckRequest, CheckChunk>;
   submitCheck: UnaryMethod<SubmitCheckRequest, SubmitCheckResponse>;
+  dataPeers: UnaryMethod<DataPeersRequest, DataPeersResponse>;
+};
+
+/** The DataPeer service a worker runs with --serve-data. */
+export type DataPeerMethods = {
+  getManifest: UnaryMethod<GetManifestRequest, ManifestResponse>;
+  fetchShard: ServerStreamMethod<FetchShardRequest, ShardChunk>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */
@@ -456,13 +478,13 @@ export const LOADER_OPTIONS: Readonly<protoLoader.Options> = Object.freeze({
 });
 
 /** The .proto files that hold a service, relative to PROTO_DIR. */
-const SERVICE_FILES: Readonly<Record<string, string>> = { Coordinator: 'coordinator.proto' };
+const SERVICE_FILES: Readonly<Record<string, string>> = { Coordinator: 'coordinator.proto', DataPeer: 'coordinator.proto' };
 
 let packageDefinition: protoLoader.PackageDefinition | undefined;
 
 function load(): protoLoader.PackageDefinition {
   if (packageDefinition) return packageDefinition;
-  const files = Object.values(SERVICE_FILES);
+  const files = [...new Set(Object.values(SERVICE_FILES))];
   for (const f of [...files, 'covenant.proto']) {
     const file = path.join(PROTO_DIR, f);
     if (!fs.existsSync(file)) {
@@ -501,6 +523,11 @@ export function loadService<M extends MethodTable>(shortName: string): LoadedSer
 /** The Coordinator service. */
 export function coordinatorService(): LoadedService<CoordinatorMethods> {
   return loadService<CoordinatorMethods>('Coordinator');
+}
+
+/** The DataPeer service (a worker's shard server). */
+export function dataPeerService(): LoadedService<DataPeerMethods> {
+  return loadService<DataPeerMethods>('DataPeer');
 }
 
 /** Channel and server options that bound every message to MAX_MESSAGE_BYTES unless told otherwise. */
