@@ -234,6 +234,8 @@ describe('systemd units', () => {
     const vars = [...exec.matchAll(/\$\{([A-Z_][A-Z0-9_]*)\}/g)].map((m) => m[1]);
     expect(vars.length).toBeGreaterThan(0);
     for (const v of vars) expect([v, envNames.has(v)]).toEqual([v, true]);
+    // …and so is every $VAR it splits into words (extra flags).
+    for (const m of exec.matchAll(/\$([A-Z_][A-Z0-9_]*)(?![A-Z0-9_{])/g)) expect([m[1], envNames.has(m[1])]).toEqual([m[1], true]);
     expect(unit.get('Install')!.get('WantedBy')).toEqual(['multi-user.target']);
   });
 
