@@ -80,3 +80,33 @@ test('a data peer that serves a tampered shard is refused; the shard comes from 
     await swarm.stop(10_000);
   }
 });
+
+describe.each([
+  ['an honest data peer', undefined, 'peer'],
+  ['a data peer that serves a changed momentum', 'tampered-state', 'coordinator'],
+] as const)('a member that joins late, with %s', (_what, hostile, expectFrom) => {
+  test(`takes the committed state from the ${expectFrom}`, async () => {
+    const swarm = new LocalSwarm({ dir: path.join(tmp, `late-${hostile ?? 'honest'}`), dataDir, config: { ...config(), minMembers: 2 }, workerArgs: ['--eval-every', '0'] });
+    try {
+      await swarm.startCoordinator();
+      const peer = swarm.startWorker('peer', { args: ['--serve-data', '127.0.0.1:0'], env: hostile ? { COVENANT_TEST_HOSTILE: hostile } : {} });
+      const peerId = (await swarm.waitFor(peer, (l) => l.event === 'worker.join', 60_000)).peerId;
+      swarm.startWorker();
+      await swarm.waitFor('coordinator', (l) => l.event === 'state.commit' && (l.round as number) >= 2, 120_000);
+      const late = swarm.startWorker();
+      const resync = await swarm.waitFor(late, (l) => l.event === 'state.resync', 60_000);
+      expect(resync.from).toBe(expectFrom === 'peer' ? peerId : 'coordinator');
+      if (hostile) {
+        const refused = swarm.child(late).lines.find((l) => l.event === 'state.peer-failed');
+        expect(refused).toMatchObject({ peer: peerId });
+        expect(String(refused!.error)).toMatch(/not the expected/);
+      }
+      // Whatever it came from, the late member then agrees with the others.
+      const commit = await swarm.waitFor(late, (l) => l.event === 'round.commit', 120_000);
+      const other = await swarm.waitFor('w1', (l) => l.event === 'round.commit' && l.round === commit.round, 60_000);
+      expect(commit.thetaSha256).toBe(other.thetaSha256);
+    } finally {
+      await swarm.stop(10_000);
+    }
+  });
+});

@@ -3,7 +3,9 @@
 // peers, then from the coordinator when it serves data. Every shard is checked against the manifest's
 // SHA-256 before it is kept (receiveShard), so a peer that sends a wrong or tampered shard only costs a retry
 // elsewhere. The manifest itself comes from the coordinator, or from a peer when the coordinator has no data
-// (checked against the run's manifest hash that the coordinator gives).
+// (checked against the run's manifest hash that the coordinator gives). The committed global state, for a
+// member that resyncs, comes the same way: from a peer whose payload has the SHA-256 that the coordinator names
+// for its saved state, else from the coordinator.
 import * as crypto from 'crypto';
 import * as grpc from '@grpc/grpc-js';
 import { errorMessage } from '../errors';
@@ -15,6 +17,8 @@ import { RpcError } from '../swarm/rpc-error';
 import { DataLoader } from './loader';
 import { Manifest, ShardEntry } from './manifest';
 import { checkedManifest, keepManifest, receiveShard } from './shard-service';
+import { GlobalState } from '../swarm/global-state';
+import { fetchState } from '../swarm/state-stream';
 
 /** How long a fetched list of data peers is used before it is asked for again. */
 const PEERS_TTL_MS = 10_000;
@@ -31,7 +35,7 @@ export interface ShardSourcesOptions {
 export class ShardSources {
   readonly #o: ShardSourcesOptions;
   readonly #clients = new Map<string, SignedClient<DataPeerMethods>>();
-  #peers: { at: number; manifestSha256: string; list: DataPeerInfo[] } | undefined;
+  #peers: { at: number; manifestSha256: string; list: DataPeerInfo[]; stateRound: number; stateSha256: string } | undefined;
   /** The coordinator answered UNIMPLEMENTED: it serves no data. */
   #coordinatorHasNone = false;
 
@@ -39,17 +43,36 @@ export class ShardSources {
     this.#o = o;
   }
 
-  async #dataPeers(): Promise<{ manifestSha256: string; list: DataPeerInfo[] }> {
-    if (this.#peers && Date.now() - this.#peers.at < PEERS_TTL_MS) return this.#peers;
+  async #dataPeers(fresh = false) {
+    if (!fresh && this.#peers && Date.now() - this.#peers.at < PEERS_TTL_MS) return this.#peers;
     try {
       const r = await this.#o.coordinator.call('dataPeers', {}, { deadlineMs: 5000 });
-      this.#peers = { at: Date.now(), manifestSha256: r.manifestSha256, list: r.peers };
+      this.#peers = { at: Date.now(), manifestSha256: r.manifestSha256, list: r.peers, stateRound: r.stateRound, stateSha256: r.stateSha256 };
     } catch (e) {
       // An older coordinator, or one that is away: no peers this time; the coordinator itself may still serve.
       this.#o.logger.debug('data.peers-failed', { error: errorMessage(e) });
-      this.#peers = { at: Date.now(), manifestSha256: '', list: [] };
+      this.#peers = { at: Date.now(), manifestSha256: '', list: [], stateRound: 0, stateSha256: '' };
     }
     return this.#peers;
+  }
+
+  /**
+   * The coordinator's saved global state (round ≥ minRound) from a data peer whose payload is, byte for byte,
+   * the one the coordinator names; undefined when no peer has it (the caller then asks the coordinator).
+   */
+  async stateFromPeers(minRound: number, signal?: AbortSignal): Promise<{ state: GlobalState; from: string } | undefined> {
+    const peers = await this.#dataPeers(true);
+    if (!peers.stateSha256 || peers.stateRound < minRound) return undefined;
+    for (const p of this.#ordered(peers.list, `state|${peers.stateRound}`)) {
+      if (signal?.aborted) break;
+      try {
+        const state = await fetchState(this.#client(p.address), { minRound: peers.stateRound, expectSha256: peers.stateSha256, signal });
+        return { state, from: p.peerId };
+      } catch (e) {
+        this.#o.logger.warn('state.peer-failed', { peer: p.peerId, address: p.address, round: peers.stateRound, error: errorMessage(e) });
+      }
+    }
+    return undefined;
   }
 
   #client(address: string): SignedClient<DataPeerMethods> {

@@ -28,16 +28,16 @@ import { initWorkerMetrics, WorkerMetrics } from '../metrics';
 import { ListenAddress, MetricsServer } from '../metrics/http';
 import { AllReduceResult, AllReduceTranscript, CommError, dequantize, Device, Engine, startAllReduce } from '../native';
 import { DeltaCompression, engineCompression, hostCompression } from './delta-compression';
-import { GlobalState } from '../swarm/global-state';
+import { GlobalState, makeGlobalState } from '../swarm/global-state';
 import { SignedClient } from '../swarm/grpc-client';
 import { SignedServer } from '../swarm/grpc-server';
 import { RequestVerifier } from '../swarm/signed-request';
 import { loadOrCreateIdentity, Identity } from '../swarm/identity';
-import { CollectiveId, CommitRequest, coordinatorService, dataPeerService, FetchShardRequest, SCALES_CHUNK_BLOCKS, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
+import { CollectiveId, CommitRequest, coordinatorService, dataPeerService, FetchShardRequest, FetchStateRequest, SCALES_CHUNK_BLOCKS, CoordinatorMethods, ReportRoundRequest, RoundPlan, RoundVerdict, WorkerPhase } from '../swarm/proto';
 import { RpcError } from '../swarm/rpc-error';
 import { parseRunConfig, RunConfig } from '../swarm/run-config';
 import { newSealingKey, openSecret, secretContext } from '../swarm/sealed-secret';
-import { fetchState } from '../swarm/state-stream';
+import { fetchState, streamState } from '../swarm/state-stream';
 import { isTransient, pushChunks, pushUpdate, sleep, StoppedError, withRetry } from '../swarm/worker-rpc';
 
 export const WORKER_AGENT = 'covenant/0.1.0';
@@ -166,6 +166,7 @@ export class Worker {
   /** The DataPeer server (--serve-data) and the address other members reach it at. */
   #dataServer: SignedServer | undefined;
   #dataServerAddress = '';
+  #served: GlobalState | undefined;
   /** Set when the run gives this member the validator role. */
   #validator: MemberValidator | undefined;
   /** The data directory started without its shards: fetch what each round needs. */
@@ -456,7 +457,10 @@ export class Worker {
     const signal = this.#stop.signal;
     this.#setPhase('syncing');
     const started = Date.now();
-    const state: GlobalState = await withRetry(
+    // A data peer's copy first, when its payload is exactly the coordinator's saved one; else the coordinator.
+    const peer = await this.#sources.stateFromPeers(minRound, signal).catch(() => undefined);
+    const fromPeer = peer && (expectHash === '' || peer.state.thetaHash === expectHash) ? peer : undefined;
+    const state: GlobalState = fromPeer?.state ?? await withRetry(
       async () => {
         const s = await fetchState(this.#client, { minRound, signal });
         if (expectHash !== '' && s.thetaHash !== expectHash) {
@@ -480,7 +484,7 @@ export class Worker {
     this.#lastUpdate = undefined;
     this.#metrics?.membership.resync(reason);
     await this.#save();
-    this.#log.info('state.resync', { round: state.round, thetaSha256: state.thetaHash, reason, seconds: (Date.now() - started) / 1000 });
+    this.#log.info('state.resync', { round: state.round, thetaSha256: state.thetaHash, reason, from: fromPeer?.from ?? 'coordinator', seconds: (Date.now() - started) / 1000 });
     this.#o.onEvent?.({ type: 'resync', round: state.round, thetaSha256: state.thetaHash });
   }
 
@@ -892,6 +896,7 @@ export class Worker {
     server.addService(dataPeerService(), {
       getManifest: () => shards.manifest(),
       fetchShard: (req: FetchShardRequest, ctx: { signal: AbortSignal }) => shards.shard(req.file, ctx.signal),
+      fetchState: (req: FetchStateRequest, ctx: { signal: AbortSignal }) => streamState(this.#servedState(), req, { signal: ctx.signal }),
     });
     const port = await server.listen(joinHostPort(a.host, a.port));
     this.#dataServer = server;
@@ -899,6 +904,17 @@ export class Worker {
     const host = wildcard ? splitHostPort('--advertise', this.#o.advertise ?? this.#o.listen).host : a.host;
     this.#dataServerAddress = joinHostPort(host, port);
     this.#log.info('data.serve', { address: this.#dataServerAddress, listen: joinHostPort(a.host, port), shards: `${this.#train.manifest.shards.length - this.#train.missing().length}/${this.#train.manifest.shards.length}` });
+  }
+
+  /** This worker's committed state as a data peer serves it (built once per committed θ). */
+  #servedState(): GlobalState {
+    if (!this.#theta || !this.#momentum) throw new RpcError(grpc.status.UNAVAILABLE, 'this worker holds no state yet', 'no-state');
+    if (this.#served?.round !== this.#round || this.#served.theta !== this.#theta) {
+      let momentum = this.#momentum;
+      if (this.#hostile === 'tampered-state') (momentum = Float32Array.from(momentum))[0] += 1e-3;
+      this.#served = makeGlobalState(this.#round, this.#theta, momentum);
+    }
+    return this.#served;
   }
 
   /** Fetches the shards this round's windows (and the val batches) touch that are not here yet. */

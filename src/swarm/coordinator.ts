@@ -34,7 +34,7 @@ import { PlannerEvent, RoundPlanner } from './round-planner';
 import { RunConfig } from './run-config';
 import { canonicalJson, RequestVerifier } from './signed-request';
 import { CommitApplier } from './commit-applier';
-import { streamState } from './state-stream';
+import { statePayload, streamState } from './state-stream';
 
 /** Rounds within which a second statistical failure excludes a member. */
 const STRIKE_WINDOW = 4;
@@ -410,6 +410,8 @@ export class Coordinator {
           .list()
           .filter((m) => m.info.dataServer && m.peerId !== ctx.peer.peerId)
           .map((m) => ({ peerId: m.peerId, address: m.info.dataServer })),
+        stateRound: this.state.round,
+        stateSha256: statePayload(this.state).sha256,
       }),
     });
     this.#server = server;

@@ -374,6 +374,8 @@ export interface DataPeerInfo {
 export interface DataPeersResponse {
   manifestSha256: string;
   peers: DataPeerInfo[];
+  stateRound: number;
+  stateSha256: string;
 }
 
 export interface StreamLedgerRequest {
@@ -451,6 +453,7 @@ export type CoordinatorMethods = {
 export type DataPeerMethods = {
   getManifest: UnaryMethod<GetManifestRequest, ManifestResponse>;
   fetchShard: ServerStreamMethod<FetchShardRequest, ShardChunk>;
+  fetchState: ServerStreamMethod<FetchStateRequest, StateChunk>;
 };
 
 /** A loaded service: grpc-js's definition plus its methods by lowerCamelCase name. */

@@ -115,6 +115,8 @@ export async function* streamState(
 export interface FetchStateOptions {
   /** Refuse a state older than this (sent as min_round; checked again on the header). */
   minRound?: number;
+  /** Refuse any payload but this one (its SHA-256, from a source trusted for it: a data peer's state). */
+  expectSha256?: string;
   /** Largest payload accepted (default: the largest Buffer Node can hold). */
   maxBytes?: number;
   deadlineMs?: number;
@@ -143,7 +145,12 @@ function checkHeader(h: StateHeader | null, minRound: number, maxBytes: number):
  * truncated, reordered, has gaps, oversized chunks or a second header, or whose payload or θ fails its
  * SHA-256, throws StateCorruptError (code STATE_CORRUPT); transport failures and refusals are RpcErrors.
  */
-export async function fetchState(client: SignedClient<CoordinatorMethods>, options: FetchStateOptions = {}): Promise<GlobalState> {
+/** What serves FetchState: the coordinator, or a data peer (the same stream). */
+export interface StateSource {
+  stream(method: 'fetchState', body: { minRound: number }, options: { deadlineMs?: number; signal?: AbortSignal }): AsyncIterable<StateChunk>;
+}
+
+export async function fetchState(client: StateSource, options: FetchStateOptions = {}): Promise<GlobalState> {
   const minRound = options.minRound ?? 0;
   const maxBytes = Math.min(options.maxBytes ?? bufferConstants.MAX_LENGTH, bufferConstants.MAX_LENGTH);
   let header: StateHeader | undefined;
@@ -155,6 +162,9 @@ export async function fetchState(client: SignedClient<CoordinatorMethods>, optio
   for await (const chunk of client.stream('fetchState', { minRound }, { deadlineMs: options.deadlineMs, signal: options.signal })) {
     if (!header) {
       header = checkHeader(chunk.header, minRound, maxBytes);
+      if (options.expectSha256 !== undefined && header.sha256 !== options.expectSha256) {
+        throw fail(`the payload is ${header.sha256} (round ${header.round}), not the expected ${options.expectSha256}`);
+      }
       payload = Buffer.allocUnsafe(header.totalBytes);
     } else if (chunk.header) {
       throw fail(`chunk ${chunks} carries a second header`);
