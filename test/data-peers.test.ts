@@ -8,6 +8,7 @@ import * as path from 'path';
 import { readManifest } from '../src/data/manifest';
 import { prepareData } from '../src/data/prepare';
 import { LocalSwarm, localRunConfig } from '../src/swarm/local-swarm';
+import { parsePrometheusText, sampleValue } from './helpers/prom-text';
 
 jest.setTimeout(300_000);
 
@@ -27,7 +28,7 @@ afterAll(() => {
 const config = () => localRunConfig({ model: 'tiny', vocabSize: 257, innerSteps: 6, minMembers: 3, planDelayMs: 1000, shardsPerRound: 2 });
 
 test('with a coordinator that has no data, members with empty directories get manifest and shards from a data peer', async () => {
-  const swarm = new LocalSwarm({ dir: path.join(tmp, 'peer-only'), dataDir, workerData: 'fetch', coordinatorData: false, config: config(), workerArgs: ['--eval-every', '2'] });
+  const swarm = new LocalSwarm({ dir: path.join(tmp, 'peer-only'), dataDir, workerData: 'fetch', coordinatorData: false, config: config(), workerArgs: ['--eval-every', '2'], metrics: true });
   try {
     await swarm.startCoordinator();
     const peer = swarm.startWorker('peer', { dataDir, args: ['--serve-data', '127.0.0.1:0'] });
@@ -47,6 +48,11 @@ test('with a coordinator that has no data, members with empty directories get ma
       expect(held.length).toBeLessThan(listed);
       expect(lines.some((l) => l.event === 'round.commit')).toBe(true);
     }
+    // SREs see it too: the fetches counted by source.
+    const res = await fetch(`${swarm.child('w1').metricsUrl!.replace(/\/?$/, '')}/metrics`.replace(/\/metrics\/metrics$/, '/metrics'));
+    const families = parsePrometheusText(await res.text());
+    expect(sampleValue(families, 'covenant_shard_fetches_total', { source: 'peer' })).toBeGreaterThan(0);
+    expect(sampleValue(families, 'covenant_shard_fetches_total', { source: 'coordinator' })).toBe(0);
   } finally {
     await swarm.stop(10_000);
   }

@@ -30,6 +30,8 @@ export interface ShardSourcesOptions {
   identity: Identity;
   runId: string;
   logger: Logger;
+  /** Called for every manifest, shard or state a data peer did not deliver or sent wrong. */
+  onPeerFailure?: () => void;
 }
 
 export class ShardSources {
@@ -70,6 +72,7 @@ export class ShardSources {
         return { state, from: p.peerId };
       } catch (e) {
         this.#o.logger.warn('state.peer-failed', { peer: p.peerId, address: p.address, round: peers.stateRound, error: errorMessage(e) });
+        this.#o.onPeerFailure?.();
       }
     }
     return undefined;
@@ -99,6 +102,7 @@ export class ShardSources {
         return m;
       } catch (e) {
         this.#o.logger.warn('data.peer-failed', { peer: p.peerId, address: p.address, file: 'manifest.json', error: errorMessage(e) });
+        this.#o.onPeerFailure?.();
       }
     }
     throw new RpcError(grpc.status.UNAVAILABLE, 'neither the coordinator nor any data peer served the run\'s manifest', 'no-data-source');
@@ -115,6 +119,7 @@ export class ShardSources {
       } catch (e) {
         const notHeld = e instanceof RpcError && e.reason === 'shard-not-held';
         this.#o.logger[notHeld ? 'debug' : 'warn']('data.peer-failed', { peer: p.peerId, address: p.address, file: entry.file, error: errorMessage(e) });
+        if (!notHeld) this.#o.onPeerFailure?.();
       }
     }
     if (this.#coordinatorHasNone) throw new RpcError(grpc.status.UNAVAILABLE, `no data peer holds ${entry.file} and the coordinator serves no data`, 'no-data-source');

@@ -29,6 +29,8 @@ export interface MemberValidatorOptions {
   signal: AbortSignal;
   /** Test-only (COVENANT_TEST_HOSTILE=lying-validator): report no gain for everyone checked. */
   lie?: boolean;
+  /** Called for each check it answered. */
+  onCheck?: (result: 'submitted' | 'declined') => void;
 }
 
 export class MemberValidator {
@@ -99,6 +101,7 @@ export class MemberValidator {
     const decline = async (reason: string) => {
       logger.warn('validator.decline', { round: task.round, peerId: task.peerId, reason });
       await this.#o.client.call('submitCheck', { ...base, declined: true, reason }, { signal: this.#o.signal });
+      this.#o.onCheck?.('declined');
     };
     if (sha256Hex(payload) !== task.deltaSha256) return decline('the Δ received does not match its SHA-256');
     const theta = this.#thetas.get(task.prevThetaSha256);
@@ -116,6 +119,7 @@ export class MemberValidator {
       return decline(`the check failed here: ${errorMessage(e)}`);
     }
     const res = await this.#o.client.call('submitCheck', { ...base, ...losses }, { signal: this.#o.signal });
+    this.#o.onCheck?.('submitted');
     logger.info('validator.check', { round: task.round, peerId: task.peerId, accepted: res.accepted, seconds: (Date.now() - t0) / 1000 });
   }
 }

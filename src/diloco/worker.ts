@@ -215,7 +215,7 @@ export class Worker {
     const o = this.#o;
     this.#identity = loadOrCreateIdentity(o.stateDir);
     this.#client = new SignedClient(coordinatorService(), { address: o.coordinator, identity: this.#identity, runId: o.runId });
-    this.#sources = new ShardSources({ coordinator: this.#client, identity: this.#identity, runId: o.runId, logger: this.#log });
+    this.#sources = new ShardSources({ coordinator: this.#client, identity: this.#identity, runId: o.runId, logger: this.#log, onPeerFailure: () => this.#metrics?.data.peerFailures.inc() });
     // A data directory without its manifest is filled from the coordinator or data peers, shard by shard, as
     // rounds need them.
     if (!fs.existsSync(path.join(o.dataDir, MANIFEST_FILE))) {
@@ -447,6 +447,7 @@ export class Worker {
         logger: this.#log,
         signal: this.#stop.signal,
         lie: this.#hostile === 'lying-validator',
+        onCheck: (result) => this.#metrics?.data.validatorChecks.inc({ result }),
       });
       this.#log.info('validator.role', { peerId: this.peerId, note: 'this member runs useful-work checks of others the coordinator assigns it' });
     }
@@ -484,6 +485,7 @@ export class Worker {
     this.#lastUpdate = undefined;
     this.#metrics?.membership.resync(reason);
     await this.#save();
+    this.#metrics?.data.stateFetches.inc({ source: fromPeer ? 'peer' : 'coordinator' });
     this.#log.info('state.resync', { round: state.round, thetaSha256: state.thetaHash, reason, from: fromPeer?.from ?? 'coordinator', seconds: (Date.now() - started) / 1000 });
     this.#o.onEvent?.({ type: 'resync', round: state.round, thetaSha256: state.thetaHash });
   }
@@ -946,6 +948,7 @@ export class Worker {
     for (const { loader, entry } of need.values()) {
       if (!missing.has(entry.file)) continue;
       const got = await withRetry(() => this.#sources.fetch(loader, entry, this.#stop.signal), { signal: this.#stop.signal });
+      this.#metrics?.data.shardFetches.inc({ source: got.from === 'coordinator' ? 'coordinator' : 'peer' });
       this.#log.info('data.shard', { file: entry.file, bytes: got.bytes, from: got.from, held: this.#heldShards() });
     }
   }

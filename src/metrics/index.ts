@@ -2,6 +2,7 @@
 // initWorkerMetrics() at start, a coordinator initCoordinatorMetrics(); both then serve
 // `.registry` with MetricsServer (http.ts).
 import { AllReduceMetrics } from './allreduce';
+import { DataMetrics } from './data';
 import { MembershipMetrics } from './membership';
 import { initProcessRegistry, MetricsRegistry } from './registry';
 import { TrainingMetrics } from './training';
@@ -11,6 +12,7 @@ export { AllReduceMetrics, failureReason, ALLREDUCE_FAILURE_REASONS, type AllRed
 export { MembershipMetrics, RESYNC_REASONS, type ResyncReason } from './membership';
 export { MetricsRegistry, initProcessRegistry, processMetricsRegistry, type Role } from './registry';
 export { TrainingMetrics } from './training';
+export { DataMetrics, DATA_SOURCES, type DataSource } from './data';
 export { TrustMetrics, trustFailureReason, TRUST_FAILURE_REASONS } from './trust';
 
 export interface WorkerMetrics {
@@ -18,6 +20,7 @@ export interface WorkerMetrics {
   training: TrainingMetrics;
   allreduce: AllReduceMetrics;
   membership: MembershipMetrics;
+  data: DataMetrics;
 }
 
 export interface CoordinatorMetrics {
@@ -29,7 +32,7 @@ export interface CoordinatorMetrics {
 /** A worker's metrics on `registry` (role 'worker'). */
 export function createWorkerMetrics(registry: MetricsRegistry): WorkerMetrics {
   if (registry.role !== 'worker') throw new RangeError(`createWorkerMetrics needs a registry with role worker, not ${registry.role}`);
-  return { registry, training: new TrainingMetrics(registry), allreduce: new AllReduceMetrics(registry), membership: new MembershipMetrics(registry) };
+  return { registry, training: new TrainingMetrics(registry), allreduce: new AllReduceMetrics(registry), membership: new MembershipMetrics(registry), data: new DataMetrics(registry) };
 }
 
 /** A coordinator's metrics on `registry` (role 'coordinator'). */

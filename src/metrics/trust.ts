@@ -3,7 +3,10 @@
 import type { Counter } from 'prom-client';
 import { MetricsRegistry } from './registry';
 
-export const TRUST_FAILURE_REASONS = ['bad_tokens', 'replayed_delta', 'norm_outlier', 'delta_mismatch', 'useful_work', 'delta_missing', 'transcript_mismatch', 'ring_mismatch', 'scale_proof', 'other'] as const;
+export const TRUST_FAILURE_REASONS = ['bad_tokens', 'replayed_delta', 'norm_outlier', 'delta_mismatch', 'useful_work', 'delta_missing', 'transcript_mismatch', 'ring_mismatch', 'scale_proof', 'validator_mismatch', 'other'] as const;
+/** What became of a useful-work check handed to a validator member (audits: the coordinator measured it again). */
+export const DELEGATED_OUTCOMES = ['measured', 'declined', 'audit_agreed', 'audit_disagreed'] as const;
+export type DelegatedOutcome = (typeof DELEGATED_OUTCOMES)[number];
 export type TrustFailureReason = (typeof TRUST_FAILURE_REASONS)[number];
 export const LEDGER_ENTRY_TYPES = ['genesis', 'join', 'leave', 'drop', 'commit', 'abandon'] as const;
 
@@ -19,6 +22,7 @@ export function trustFailureReason(message: string | undefined): TrustFailureRea
   if (m.startsWith('transcript-mismatch')) return 'transcript_mismatch';
   if (m.startsWith('ring-mismatch')) return 'ring_mismatch';
   if (m.startsWith('scale-proof') || m.startsWith('norm-claim')) return 'scale_proof';
+  if (m.startsWith('validator-mismatch')) return 'validator_mismatch';
   return 'other';
 }
 
@@ -27,12 +31,18 @@ export class TrustMetrics {
   readonly failures: Counter<'reason'>;
   readonly exclusions: Counter;
   readonly ledgerEntries: Counter<'type'>;
+  readonly delegatedChecks: Counter<'outcome'>;
 
   constructor(registry: MetricsRegistry) {
     this.checks = registry.counter({ name: 'covenant_trust_checks_total', help: 'Useful-work checks of members by result.', labels: { result: ['pass', 'fail'] } });
     this.failures = registry.counter({ name: 'covenant_trust_failures_total', help: 'Members failed by a check, by reason (commit-time checks and useful-work checks).', labels: { reason: TRUST_FAILURE_REASONS } });
     this.exclusions = registry.counter({ name: 'covenant_trust_exclusions_total', help: 'Members excluded from rounds for a penalty.' });
     this.ledgerEntries = registry.counter({ name: 'covenant_ledger_entries_total', help: 'Entries appended to the credit ledger, by type.', labels: { type: LEDGER_ENTRY_TYPES } });
+    this.delegatedChecks = registry.counter({ name: 'covenant_trust_delegated_checks_total', help: 'Useful-work checks handed to validator members, by outcome (audits: measured again by the coordinator).', labels: { outcome: DELEGATED_OUTCOMES } });
+  }
+
+  delegated(outcome: DelegatedOutcome): void {
+    this.delegatedChecks.inc({ outcome });
   }
 
   check(ok: boolean): void {

@@ -358,6 +358,7 @@ export class Coordinator {
       validators,
       delegation,
       audits: cfg.validatorAudits ?? 1,
+      onDelegated: (outcome) => metrics?.trust.delegated(outcome),
     });
     this.#verifier = verifier;
     const audit = new RingAudit({ book, numParams: expected, blockSize: cfg.blockSize, sample: cfg.openBlocks, timeoutMs: cfg.verifyTimeoutMs, logger: log });

@@ -60,6 +60,8 @@ export interface RoundVerifierOptions {
   delegation?: CheckDelegation;
   /** Delegated checks per checked round the coordinator measures again itself, when it can (default 1). */
   audits?: number;
+  /** Called with what became of each delegated check. */
+  onDelegated?: (outcome: 'measured' | 'declined' | 'audit_agreed' | 'audit_disagreed') => void;
 }
 
 interface RoundChecks {
@@ -345,6 +347,7 @@ export class RoundVerifier {
       return claimed;
     }
     const diff = lossDisagreement(out.losses, mine);
+    this.#o.onDelegated?.(diff <= AUDIT_TOLERANCE ? 'audit_agreed' : 'audit_disagreed');
     if (diff <= AUDIT_TOLERANCE) {
       this.#o.logger.info('trust.validator-audit', { round: r.round, peerId, validator, ok: true, disagreement: diff });
       return claimed;
@@ -379,6 +382,7 @@ export class RoundVerifier {
     const out: DelegatedOutcome = await delegation.assign({ round: r.round, peerId, validator, prevThetaSha256: r.prevThetaSha256, deltaSha256, payload, batches: checkBatchCount(this.#input(r, peerId)) });
     clearTimeout(timer);
     if (this.#closed) return;
+    this.#o.onDelegated?.(out.kind);
     if (out.kind === 'measured') {
       if (r.audits.has(peerId) && this.checksLocally) {
         await r.prevReady;
