@@ -742,7 +742,7 @@ export interface AllReduceOptions {
   collectiveId: { round: number; attempt: number };
   /** Per-round secret handed out by the control plane; the handshake proves knowledge of it. */
   secret: string | Uint8Array;
-  /** Pipelining granularity in fp32 bytes per slice (default 256 KiB). */
+  /** Pipelining granularity in fp32 bytes per slice (default 1 MiB). */
   sliceBytes?: number;
   /** Merkle transcripts of the traffic each way (result.sentSha256 / receivedSha256 / transcript); one SHA-256 pass per byte each way. Default false. */
   transcripts?: boolean;
@@ -820,7 +820,7 @@ export function startAllReduce(opts: AllReduceOptions): AllReduceHandle {
   if (mode !== 'fp32' && mode !== 'int8') throw new RangeError(invalidParameter('mode', "'fp32' or 'int8'", mode));
   const blockSize = checkInt('blockSize', opts.blockSize ?? DEFAULT_QUANT_BLOCK, 1, 1 << 24);
   const timeoutMs = checkInt('timeoutMs', opts.timeoutMs ?? 10000, 1, 86_400_000);
-  const sliceBytes = checkInt('sliceBytes', opts.sliceBytes ?? 256 * 1024, 64, 64 << 20);
+  const sliceBytes = checkInt('sliceBytes', opts.sliceBytes ?? 1024 * 1024, 64, 64 << 20);
   if (opts.transcripts !== undefined && typeof opts.transcripts !== 'boolean') throw new TypeError(invalidParameter('transcripts', 'a boolean', opts.transcripts));
   const transcripts = opts.transcripts ?? false;
   const id = opts.collectiveId;

@@ -35,7 +35,7 @@ struct AllReduceOptions {
   int timeout_ms = 10000;          // per socket operation without progress, and for setting up the ring
   CollectiveId id;
   std::string secret;              // per-round secret from the control plane (HMAC key)
-  size_t slice_bytes = 256 * 1024; // pipelining granularity (fp32 bytes of a slice)
+  size_t slice_bytes = 1024 * 1024; // pipelining granularity (fp32 bytes of a slice)
   bool transcripts = false;        // Merkle transcripts of the traffic each way (AllReduceStats); a SHA-256 pass per byte
 };
 
