@@ -54,10 +54,16 @@ test('a validator member catches a random-token member; the coordinator checks n
     const cheatId = (await swarm.waitFor(cheat, (l) => l.event === 'worker.join', 60_000)).peerId as string;
     const excluded = await swarm.waitFor('coordinator', (l) => l.event === 'trust.failed' && l.peerId === cheatId && l.excludedUntilRound !== undefined, 180_000);
     expect(String(excluded.reason)).toMatch(/^useful-work/);
-    // With no planning delay the next round is planned (with the cheat) before the verdict lands: that attempt
-    // is re-planned without it, and no round decided after the verdict has it in its ring.
-    const replanned = await swarm.waitFor('coordinator', (l) => l.event === 'trust.replan-excluded' && l.peerId === cheatId, 30_000);
-    expect(replanned.round as number).toBeGreaterThan(excluded.round as number);
+    // With no planning delay the next round is usually planned (with the cheat) before the verdict lands: that
+    // attempt is then re-planned without it at once (the line follows in the same tick). Either way, no round
+    // decided after the verdict has it in its ring (checked below).
+    const before = swarm.child('coordinator').lines.slice(0, swarm.child('coordinator').lines.indexOf(excluded));
+    const lastPlan = [...before].reverse().find((l) => l.event === 'round.plan' || l.event === 'round.replan');
+    const decided = (r: unknown) => before.some((l) => (l.event === 'round.commit' || l.event === 'round.abandon') && l.round === r);
+    if (lastPlan && (lastPlan.round as number) > (excluded.round as number) && (lastPlan.ring as string[]).includes(cheatId) && !decided(lastPlan.round)) {
+      const replanned = await swarm.waitFor('coordinator', (l) => l.event === 'trust.replan-excluded' && l.peerId === cheatId, 5_000);
+      expect(replanned.round).toBe(lastPlan.round);
+    }
     await swarm.waitFor('coordinator', (l) => l.event === 'state.commit' && (l.round as number) >= (excluded.round as number) + 1, 120_000);
     await swarm.waitFor('w1', (l) => l.event === 'validator.check' && l.accepted === true, 10_000);
     await new Promise((r) => setTimeout(r, 1500)); // a round's ledger entry follows its checks
