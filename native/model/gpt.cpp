@@ -17,6 +17,7 @@
 #include "covenant/thread_pool.h"
 #include "param_views.h"
 #include "sample_token.h"
+#include "token_rows.h"
 
 namespace covenant {
 
@@ -125,21 +126,7 @@ void GPT::ensure_activations(int B, int T) {
 }
 
 void GPT::split_tokens(const int32_t* tokens, int B, int T, bool with_targets) {
-  if (B <= 0 || T <= 0) throw std::invalid_argument("B and T must be positive");
-  if (T > cfg_.max_seq_len)
-    throw std::invalid_argument("T (" + std::to_string(T) + ") exceeds model.maxSeqLen (" + std::to_string(cfg_.max_seq_len) + ")");
-  const int row = with_targets ? T + 1 : T;
-  inputs_.resize((size_t)B * T);
-  targets_.resize(with_targets ? (size_t)B * T : 0);
-  for (int b = 0; b < B; ++b) {
-    for (int t = 0; t < row; ++t) {
-      int32_t id = tokens[(size_t)b * row + t];
-      if (id < 0 || id >= cfg_.vocab_size)
-        throw std::out_of_range("token id " + std::to_string(id) + " at [" + std::to_string(b) + "," + std::to_string(t) + "] is outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) + ")");
-      if (t < T) inputs_[(size_t)b * T + t] = id;
-      if (with_targets && t > 0) targets_[(size_t)b * T + t - 1] = id;
-    }
-  }
+  split_token_rows(tokens, B, T, with_targets, cfg_.max_seq_len, cfg_.vocab_size, inputs_, targets_);
 }
 
 void GPT::forward(int B, int T) {
@@ -272,23 +259,12 @@ void GPT::logits(float* out, const int32_t* inputs, int B, int T) {
 
 std::vector<int32_t> GPT::generate(const std::vector<int32_t>& prompt, int max_new, float temperature, int top_k,
                                    uint64_t seed) {
-  if (prompt.empty()) throw std::invalid_argument("prompt must hold at least one token");
-  Rng rng(seed);
-  std::vector<int32_t> ctx = prompt;
-  std::vector<int32_t> produced;
-  const int V = cfg_.vocab_size;
-  std::vector<float> probs(V);
-  std::vector<int> order(V);
-  for (int n = 0; n < max_new; ++n) {
-    int T = std::min<int>((int)ctx.size(), cfg_.max_seq_len);
-    split_tokens(ctx.data() + ctx.size() - T, 1, T, false);
-    forward(1, T);
-    const float* row = acts_->logits + (size_t)(T - 1) * V;
-    const int32_t next = sample_token(row, V, temperature, top_k, rng, order, probs);
-    ctx.push_back(next);
-    produced.push_back(next);
-  }
-  return produced;
+  return generate_tokens(prompt, max_new, temperature, top_k, seed, cfg_.max_seq_len, cfg_.vocab_size,
+                         [&](const int32_t* last, int T) -> const float* {
+                           split_tokens(last, 1, T, false);
+                           forward(1, T);
+                           return acts_->logits + (size_t)(T - 1) * cfg_.vocab_size;
+                         });
 }
 
 std::string GPT::params_hash() const { return Sha256::hex(params_.get(), num_params_ * sizeof(float)); }

@@ -23,6 +23,7 @@
 #include "covenant/sha256.h"
 #include "param_views.h"
 #include "sample_token.h"
+#include "token_rows.h"
 
 namespace covenant {
 
@@ -202,24 +203,7 @@ void GPTCuda::ensure_activations(int B, int T) {
 }
 
 void GPTCuda::split_tokens(const int32_t* tokens, int B, int T, bool with_targets) {
-  if (B <= 0 || T <= 0) throw std::invalid_argument("B and T must be positive");
-  if (T > cfg_.max_seq_len)
-    throw std::invalid_argument("T (" + std::to_string(T) + ") exceeds model.maxSeqLen (" +
-                                std::to_string(cfg_.max_seq_len) + ")");
-  const int row = with_targets ? T + 1 : T;
-  inputs_.resize((size_t)B * T);
-  targets_.resize(with_targets ? (size_t)B * T : 0);
-  for (int b = 0; b < B; ++b) {
-    for (int t = 0; t < row; ++t) {
-      int32_t id = tokens[(size_t)b * row + t];
-      if (id < 0 || id >= cfg_.vocab_size)
-        throw std::out_of_range("token id " + std::to_string(id) + " at [" + std::to_string(b) + "," +
-                                std::to_string(t) + "] is outside the vocabulary [0, " +
-                                std::to_string(cfg_.vocab_size) + ")");
-      if (t < T) inputs_[(size_t)b * T + t] = id;
-      if (with_targets && t > 0) targets_[(size_t)b * T + t - 1] = id;
-    }
-  }
+  split_token_rows(tokens, B, T, with_targets, cfg_.max_seq_len, cfg_.vocab_size, inputs_, targets_);
 }
 
 // out (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC); bias may be null.
@@ -401,28 +385,19 @@ void GPTCuda::logits(float* out, const int32_t* inputs, int B, int T) {
   CUDA_CHECK(cudaMemcpy(out, acts_->logits, sizeof(float) * (size_t)B * T * cfg_.vocab_size, cudaMemcpyDeviceToHost));
 }
 
-// The CPU's sampler (GPT::generate), fed one logits row per token from the device.
+// The engines' generation loop (generate_tokens, sample_token.h), fed one logits row per token from the device.
 std::vector<int32_t> GPTCuda::generate(const std::vector<int32_t>& prompt, int max_new, float temperature, int top_k,
                                        uint64_t seed) {
-  if (prompt.empty()) throw std::invalid_argument("prompt must hold at least one token");
-  Rng rng(seed);
-  std::vector<int32_t> ctx = prompt;
-  std::vector<int32_t> produced;
   const int V = cfg_.vocab_size;
-  std::vector<float> rowbuf(V), probs(V);
-  std::vector<int> order(V);
-  for (int n = 0; n < max_new; ++n) {
-    int T = std::min<int>((int)ctx.size(), cfg_.max_seq_len);
-    split_tokens(ctx.data() + ctx.size() - T, 1, T, false);
-    forward(1, T);
-    CUDA_CHECK(cudaMemcpy(rowbuf.data(), acts_->logits + (size_t)(T - 1) * V, sizeof(float) * V,
-                          cudaMemcpyDeviceToHost));
-    const float* row = rowbuf.data();
-    const int32_t next = sample_token(row, V, temperature, top_k, rng, order, probs);
-    ctx.push_back(next);
-    produced.push_back(next);
-  }
-  return produced;
+  std::vector<float> row(V);
+  return generate_tokens(prompt, max_new, temperature, top_k, seed, cfg_.max_seq_len, V,
+                         [&](const int32_t* last, int T) -> const float* {
+                           split_tokens(last, 1, T, false);
+                           forward(1, T);
+                           CUDA_CHECK(cudaMemcpy(row.data(), acts_->logits + (size_t)(T - 1) * V, sizeof(float) * V,
+                                                 cudaMemcpyDeviceToHost));
+                           return row.data();
+                         });
 }
 
 }  // namespace covenant

@@ -1,11 +1,12 @@
-// The next token from a row of logits, shared by the CPU and CUDA engines' generate(): greedy at temperature
-// <= 0, else a draw from the softmax at `temperature` over the top_k logits (all when top_k <= 0 or > V).
-// `order` and `probs` are scratch of V entries each.
+// Generation shared by the CPU and CUDA engines. sample_token: the next token from a row of logits, greedy at
+// temperature <= 0, else a draw from the softmax at `temperature` over the top_k logits (all when top_k <= 0
+// or > V); `order` and `probs` are scratch of V entries each. generate_tokens: the loop around it.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 #include "covenant/rng.h"
@@ -30,6 +31,26 @@ inline int32_t sample_token(const float* row, int V, float temperature, int top_
     if (u < acc) return order[i];
   }
   return order[k - 1];
+}
+
+// The generation loop of both engines: `next_row(last, T)` runs the model on the T tokens at `last` (the end
+// of the context, at most max_seq_len of them) and returns the last position's V logits in host memory.
+template <class NextRow>
+std::vector<int32_t> generate_tokens(const std::vector<int32_t>& prompt, int max_new, float temperature, int top_k,
+                                     uint64_t seed, int max_seq_len, int V, NextRow&& next_row) {
+  if (prompt.empty()) throw std::invalid_argument("prompt must hold at least one token");
+  Rng rng(seed);
+  std::vector<int32_t> ctx = prompt;
+  std::vector<int32_t> produced;
+  std::vector<float> probs(V);
+  std::vector<int> order(V);
+  for (int n = 0; n < max_new; ++n) {
+    const int T = std::min<int>((int)ctx.size(), max_seq_len);
+    const int32_t next = sample_token(next_row(ctx.data() + ctx.size() - T, T), V, temperature, top_k, rng, order, probs);
+    ctx.push_back(next);
+    produced.push_back(next);
+  }
+  return produced;
 }
 
 }  // namespace covenant

@@ -16,7 +16,7 @@ import { CoordinatorMethods, DataPeerInfo, DataPeerMethods, dataPeerService } fr
 import { RpcError } from '../swarm/rpc-error';
 import { DataLoader } from './loader';
 import { Manifest, ShardEntry } from './manifest';
-import { checkedManifest, keepManifest, receiveShard } from './shard-service';
+import { checkedManifest, fetchShard, keepManifest, receiveShard } from './shard-service';
 import { GlobalState } from '../swarm/global-state';
 import { fetchState } from '../swarm/state-stream';
 
@@ -124,8 +124,7 @@ export class ShardSources {
     }
     if (this.#coordinatorHasNone) throw new RpcError(grpc.status.UNAVAILABLE, `no data peer holds ${entry.file} and the coordinator serves no data`, 'no-data-source');
     try {
-      const chunks = this.#o.coordinator.stream('fetchShard', { file: entry.file }, { signal });
-      return { bytes: await receiveShard(chunks, loader, entry, 'the coordinator'), from: 'coordinator' };
+      return { bytes: await fetchShard(this.#o.coordinator, loader, entry, signal), from: 'coordinator' };
     } catch (e) {
       if (e instanceof RpcError && e.status === grpc.status.UNIMPLEMENTED) {
         this.#coordinatorHasNone = true;

@@ -3,7 +3,7 @@
 // in commit entries (and validator members' on the checks they ran), and that the θ hashes follow round after
 // round. Balances: credits per peer.
 import { SUBMIT_CHECK_METHOD } from '../trust/check-delegation';
-import { usefulWorkFromLosses } from '../trust/useful-work';
+import { CheckLosses, usefulWorkFromLosses } from '../trust/useful-work';
 import { CommitBody, GENESIS_PREV_HASH, GenesisBody, LedgerEntry, MemberOutcome, entryProblem, openSignedRecord } from './entry';
 
 export interface LedgerProblem {
@@ -83,7 +83,7 @@ function delegatedCheckProblem(w: NonNullable<MemberOutcome['usefulWork']>, peer
   if (b.round !== round || b.peerId !== peerId) return `the signed check is for round ${b.round}, member ${b.peerId}`;
   const sides = [b.assignedBefore, b.assignedAfter, b.controlBefore, b.controlAfter];
   if (!sides.every((x) => Array.isArray(x) && x.length === sides[0]!.length && x.length > 0)) return 'the signed check does not hold four equal, non-empty loss lists';
-  const r = usefulWorkFromLosses(...(sides as [number[], number[], number[], number[]]));
+  const r = usefulWorkFromLosses(b as CheckLosses);
   if (r.gainAssigned !== w.gainAssigned || r.gainControl !== w.gainControl) return `the recorded gains (${w.gainAssigned}, ${w.gainControl}) are not the signed losses' (${r.gainAssigned}, ${r.gainControl})`;
   return undefined;
 }

@@ -95,16 +95,14 @@ export class CheckDelegation {
       t.settle({ kind: 'declined', validator, reason: req.reason.slice(0, 200) || 'no reason given' });
       return { accepted: true };
     }
-    const sides = { assignedBefore: req.assignedBefore, assignedAfter: req.assignedAfter, controlBefore: req.controlBefore, controlAfter: req.controlAfter };
-    for (const [name, xs] of Object.entries(sides)) {
+    const losses: CheckLosses = { assignedBefore: req.assignedBefore, assignedAfter: req.assignedAfter, controlBefore: req.controlBefore, controlAfter: req.controlAfter };
+    for (const [name, xs] of Object.entries(losses) as Array<[string, number[]]>) {
       if (xs.length !== t.batches) throw new RpcError(grpc.status.INVALID_ARGUMENT, `${name} holds ${xs.length} losses, the check has ${t.batches} batches`, 'bad-check');
       const bad = xs.findIndex((x) => !Number.isFinite(x) || x < 0 || x > MAX_LOSS);
       if (bad >= 0) throw new RpcError(grpc.status.INVALID_ARGUMENT, `${name}[${bad}] = ${xs[bad]} is not a loss in [0, ${MAX_LOSS}]`, 'bad-check');
     }
     this.#tasks.delete(key(t.round, t.peerId));
-    const result = usefulWorkFromLosses(req.assignedBefore, req.assignedAfter, req.controlBefore, req.controlAfter);
-    const losses = { assignedBefore: [...req.assignedBefore], assignedAfter: [...req.assignedAfter], controlBefore: [...req.controlBefore], controlAfter: [...req.controlAfter] };
-    t.settle({ kind: 'measured', validator, losses, result, record: signedRecord(SUBMIT_CHECK_METHOD, req) });
+    t.settle({ kind: 'measured', validator, losses, result: usefulWorkFromLosses(losses), record: signedRecord(SUBMIT_CHECK_METHOD, req) });
     return { accepted: true };
   }
 

@@ -321,7 +321,7 @@ export class RoundVerifier {
     const d = this.#committed(r, peerId, payload);
     if (!('codes' in d)) return this.#settle(r, peerId, d, true);
     void this.#measureLocally(r, peerId, d).then(
-      (l) => this.#settle(r, peerId, this.#verdict(r, peerId, usefulWorkFromLosses(l.assignedBefore, l.assignedAfter, l.controlBefore, l.controlAfter)), true),
+      (l) => this.#settle(r, peerId, this.#verdict(r, peerId, usefulWorkFromLosses(l)), true),
       // A failure of the validator itself is not the member's: it keeps its credit.
       (e: unknown) => {
         this.#o.logger.error('trust.check-error', { round: r.round, peerId, error: e });
@@ -369,7 +369,7 @@ export class RoundVerifier {
         }
       }
     }
-    return this.#verdict(r, peerId, usefulWorkFromLosses(mine.assignedBefore, mine.assignedAfter, mine.controlBefore, mine.controlAfter));
+    return this.#verdict(r, peerId, usefulWorkFromLosses(mine));
   }
 
   /** The useful-work part by a validator member; what it cannot do falls back to the coordinator, if it can. */

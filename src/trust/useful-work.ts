@@ -70,9 +70,9 @@ export function checkWindowStarts(loader: DataLoader, x: UsefulWorkInput): numbe
 }
 
 /** The check's result from its per-batch losses (the validator's measurement, its own or a member validator's). */
-export function usefulWorkFromLosses(aBefore: number[], aAfter: number[], cBefore: number[], cAfter: number[]): UsefulWorkResult {
-  const advantages = aBefore.map((_, i) => aBefore[i] - aAfter[i] - (cBefore[i] - cAfter[i]));
-  const [assignedBefore, assignedAfter, controlBefore, controlAfter] = [aBefore, aAfter, cBefore, cAfter].map(mean);
+export function usefulWorkFromLosses(l: CheckLosses): UsefulWorkResult {
+  const advantages = l.assignedBefore.map((_, i) => l.assignedBefore[i] - l.assignedAfter[i] - (l.controlBefore[i] - l.controlAfter[i]));
+  const [assignedBefore, assignedAfter, controlBefore, controlAfter] = [l.assignedBefore, l.assignedAfter, l.controlBefore, l.controlAfter].map(mean);
   return { assignedBefore, assignedAfter, controlBefore, controlAfter, gainAssigned: assignedBefore - assignedAfter, gainControl: controlBefore - controlAfter, advantages };
 }
 
@@ -101,8 +101,7 @@ export async function measureUsefulWork(engine: Engine, loader: DataLoader, thet
 
 /** Runs the check on `engine` (its parameters are overwritten). */
 export async function usefulWork(engine: Engine, loader: DataLoader, theta: Float32Array, d: CompressedDelta, x: UsefulWorkInput): Promise<UsefulWorkResult> {
-  const l = await measureUsefulWork(engine, loader, theta, d, x);
-  return usefulWorkFromLosses(l.assignedBefore, l.assignedAfter, l.controlBefore, l.controlAfter);
+  return usefulWorkFromLosses(await measureUsefulWork(engine, loader, theta, d, x));
 }
 
 export interface UsefulWorkVerdict {
