@@ -6,7 +6,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cfloat>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -38,6 +40,10 @@ using comm::io_code;
 using comm::RingPlan;
 using comm::TcpConn;
 
+// Payloads are received (and checksummed) in pieces of this size, so the CRC reads what the kernel just wrote.
+constexpr size_t kPieceBytes = 128 << 10;
+// int8 reduce-scatter hops run in tiles of this many elements (16 KiB of fp32 scratch: L1-resident).
+constexpr size_t kHopTileElems = 4096;
 
 // Work buffers are reused across collectives: a fresh n-float buffer per call costs a page fault per 4 KiB.
 // At most kPoolSize buffers are kept.
@@ -127,6 +133,7 @@ class RingAllReduce {
         scatter_scales_.assign(scales_.size(), 0.0f);
       }
     }
+    out_crc_.assign(size_t(plan_.steps()) * size_t(plan_.slices), 0);
     connect_ring();
     std::thread sender([this] { send_loop(); });
     try {
@@ -273,7 +280,9 @@ class RingAllReduce {
           p1 = (g == 0 ? data_ : work_) + b;  // step 0 sends this rank's own values
           l1 = (e - b) * sizeof(float);
         }
-        h.crc32c = crc32c_extend(crc32c(p1, l1), p2, l2);
+        // Step 0 sends this rank's own data; every later payload was received or computed by the receiver
+        // thread one step earlier, which took its CRC while the bytes were in cache.
+        h.crc32c = g == 0 ? crc32c_extend(crc32c(p1, l1), p2, l2) : out_crc_[size_t(g) * size_t(S) + size_t(k)];
         if (opt_.transcripts) record_sent(g, k, b, e, p1, l1);
         IoResult r = to_succ_.send_all(&h, sizeof(h), timeout_, abort_->wait_fd());
         if (r.status == IoStatus::Ok && l1) r = to_succ_.send_all(p1, l1, timeout_, abort_->wait_fd());
@@ -289,10 +298,40 @@ class RingAllReduce {
     }
   }
 
+  // Receives len bytes into dst in pieces, extending *crc over each piece while it is still in cache; fp32
+  // reduce-scatter pieces are also summed into the work buffer at once (sum_at: element offset of dst's
+  // first float in the tensor; extends *out_crc over the sums). A failure throws (or returns false when
+  // the collective already failed elsewhere).
+  bool receive_payload(uint8_t* dst, size_t len, uint32_t* crc, const std::string& where, int g, size_t sum_at = SIZE_MAX,
+                       uint32_t* out_crc = nullptr) {
+    for (size_t off = 0; off < len; off += kPieceBytes) {
+      const size_t piece = std::min(kPieceBytes, len - off);
+      IoResult r = from_pred_.recv_all(dst + off, piece, timeout_, abort_->wait_fd());
+      if (r.status != IoStatus::Ok) {
+        if (r.status == IoStatus::Aborted && failed_) return false;
+        throw CommError(prefix() + "receive" + where + ": " + r.describe(), r.status == IoStatus::Aborted ? -1 : pred_, phase(g),
+                        io_code(r.status));
+      }
+      *crc = crc32c_extend(*crc, dst + off, piece);
+      if (sum_at != SIZE_MAX) {
+        const size_t i0 = sum_at + off / sizeof(float), m = piece / sizeof(float);
+        float* w = work_ + i0;
+        const float* own = data_ + i0;
+        const float* in = reinterpret_cast<const float*>(dst + off);
+        for (size_t i = 0; i < m; ++i) w[i] = own[i] + in[i];
+        if (g == N_ - 2)  // last reduce-scatter step: this rank now holds chunk r+1's full sum
+          for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
+        *out_crc = crc32c_extend(*out_crc, w, piece);
+      }
+    }
+    return true;
+  }
+
   void receive_loop() {
     const int S = plan_.slices;
-    std::vector<uint8_t> buf;
+    std::vector<float> buf;  // floats, so that fp32 payloads are aligned
     for (int g = 0; g < plan_.steps(); ++g) {
+      const bool rs = plan_.reduce_scatter(g);
       for (int k = 0; k < S; ++k) {
         int c = plan_.recv_chunk(g);
         size_t b, e;
@@ -311,22 +350,48 @@ class RingAllReduce {
         if (bad.empty() && (h.step != uint32_t(g) || h.slice != uint32_t(k)))
           bad = "frame for step " + std::to_string(h.step) + " slice " + std::to_string(h.slice) + " out of order";
         if (!bad.empty()) throw CommError(prefix() + "rejected a frame" + where + ": " + bad, pred_, phase(g), "COMM_PROTOCOL");
-        // fp32 all-gather slices land straight in the work buffer (it is a copy; a bad frame fails anyway).
-        const bool direct = !int8_ && !plan_.reduce_scatter(g);
-        buf.resize(direct ? 0 : want);
-        uint8_t* dst = direct ? reinterpret_cast<uint8_t*>(work_ + b) : buf.data();
-        if (want) {
-          r = from_pred_.recv_all(dst, want, timeout_, abort_->wait_fd());
-          if (r.status != IoStatus::Ok) {
-            if (r.status == IoStatus::Aborted && failed_) return;
-            throw CommError(prefix() + "receive" + where + ": " + r.describe(), r.status == IoStatus::Aborted ? -1 : pred_, phase(g),
-                            io_code(r.status));
+        // Where the payload lands: fp32 all-gather slices straight in the work buffer and int8 ones straight in
+        // the agreed codes and scales (both internal copies: a bad frame fails the collective anyway); reduce-
+        // scatter slices in buf, to be combined with this rank's own values.
+        const size_t m = e - b, nb = int8_ ? (m + block_ - 1) / block_ : 0;
+        uint8_t* codes = nullptr;
+        const uint8_t* scale_bytes = nullptr;
+        uint32_t crc = 0, out_crc = 0;
+        if (!int8_) {
+          uint8_t* dst;
+          if (rs) {
+            buf.resize(m);
+            dst = reinterpret_cast<uint8_t*>(buf.data());
+          } else {
+            dst = reinterpret_cast<uint8_t*>(work_ + b);
           }
+          if (!receive_payload(dst, want, &crc, where, g, rs ? b : SIZE_MAX, &out_crc)) return;
+          codes = dst;
+        } else if (rs) {
+          buf.resize((want + sizeof(float) - 1) / sizeof(float));
+          codes = reinterpret_cast<uint8_t*>(buf.data());
+          if (!receive_payload(codes, want, &crc, where, g)) return;
+          scale_bytes = codes + m;
+        } else {
+          codes = reinterpret_cast<uint8_t*>(codes_.data() + b);
+          scale_bytes = reinterpret_cast<const uint8_t*>(scales_.data() + b / block_);
+          if (!receive_payload(codes, m, &crc, where, g) ||
+              !receive_payload(const_cast<uint8_t*>(scale_bytes), nb * sizeof(float), &crc, where, g))
+            return;
         }
-        if (crc32c(dst, want) != h.crc32c)
+        if (crc != h.crc32c)
           throw CommError(prefix() + "rejected a frame" + where + ": payload CRC32C mismatch", pred_, phase(g), "COMM_PROTOCOL");
-        if (opt_.transcripts) record_received(g, k, b, e, dst, want);
-        if (!direct) apply(g, b, e, buf.data());
+        if (int8_) {
+          const size_t bad_scale = invalid_scale(scale_bytes, nb);
+          if (bad_scale != SIZE_MAX)
+            throw CommError(prefix() + "rejected a frame" + where + ": block scale " + std::to_string(b / block_ + bad_scale) +
+                                " is not a finite number >= 0",
+                            pred_, phase(g), "COMM_PROTOCOL");
+        }
+        if (opt_.transcripts) record_received(g, k, b, e, codes, scale_bytes);
+        if (int8_ && rs) out_crc = reduce_int8(g, b, e, codes, scale_bytes);
+        if (!rs) out_crc = crc;  // all-gather slices are forwarded as received
+        if (g + 1 < plan_.steps()) out_crc_[size_t(g + 1) * size_t(S) + size_t(k)] = out_crc;
         {
           std::lock_guard<std::mutex> lock(mu_);
           ++recv_done_;
@@ -334,6 +399,16 @@ class RingAllReduce {
         cv_.notify_all();
       }
     }
+  }
+
+  // Index of the first of nb scales (stored unaligned at p) that is not a finite number >= 0, or SIZE_MAX.
+  static size_t invalid_scale(const uint8_t* p, size_t nb) {
+    for (size_t i = 0; i < nb; ++i) {
+      float s;
+      std::memcpy(&s, p + i * sizeof(float), sizeof(float));
+      if (!(s >= 0.0f && s <= FLT_MAX)) return i;
+    }
+    return SIZE_MAX;
   }
 
   // Transcripts: the sent traffic of a frame as leaves (and, in int8 mode, what the reduce-scatter sent, kept
@@ -353,61 +428,47 @@ class RingAllReduce {
     }
   }
 
-  void record_received(int g, int k, size_t b, size_t e, const uint8_t* payload, size_t len) {
+  // fp32: payload is the frame's bytes; int8: the frame's codes and its scales (stored unaligned).
+  void record_received(int g, int k, size_t b, size_t e, const uint8_t* payload, const uint8_t* scale_bytes) {
     if (!int8_) {
-      recv_log_.add_frame(uint32_t(g), uint32_t(k), payload, len);
+      recv_log_.add_frame(uint32_t(g), uint32_t(k), payload, (e - b) * sizeof(float));
       return;
     }
-    const size_t m = e - b;
     for (size_t i = b; i < e; i += block_) {
       float scale;
-      std::memcpy(&scale, payload + m + (i - b) / block_ * sizeof(float), sizeof(float));
+      std::memcpy(&scale, scale_bytes + (i - b) / block_ * sizeof(float), sizeof(float));
       recv_log_.add_int8_block(uint32_t(g), uint32_t(i / block_), scale, reinterpret_cast<const int8_t*>(payload) + (i - b),
                                std::min(block_, e - i));
     }
   }
 
-  // Folds a received slice into this rank's copy.
-  void apply(int g, size_t b, size_t e, const uint8_t* payload) {
-    const size_t m = e - b;
-    if (m == 0) return;
-    const bool rs = plan_.reduce_scatter(g);
-    const bool owner_step = g == N_ - 2;  // last reduce-scatter step: this rank now holds chunk r+1's full sum
-    if (!int8_) {
-      float* w = work_ + b;
-      const float* in = reinterpret_cast<const float*>(payload);
-      if (rs) {
-        const float* own = data_ + b;
-        for (size_t i = 0; i < m; ++i) w[i] = own[i] + in[i];
-        if (owner_step)
-          for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
-      } else {
-        std::memcpy(w, payload, m * sizeof(float));
-      }
-      return;
-    }
-    const size_t nb = (m + block_ - 1) / block_;
-    const int8_t* codes = reinterpret_cast<const int8_t*>(payload);
-    // The scales follow the codes at byte m, which need not be 4-aligned: copy them out.
+  // int8 reduce-scatter hop: this rank's codes and scales of [b, e) become quantize(dequant(received) + own)
+  // (divided by N at the last step, where the sum is final). The slice goes through in tiles of whole blocks
+  // that fit L1, so the four passes (dequantize, add, divide, requantize) and the CRC of the result read
+  // cache; quantization is per block, so tiling changes no bit. Returns the CRC32C of the new codes and
+  // scales: the payload this rank sends at the next step.
+  uint32_t reduce_int8(int g, size_t b, size_t e, const uint8_t* codes_in, const uint8_t* scale_bytes) {
+    const size_t m = e - b, nb = (m + block_ - 1) / block_;
     scale_scratch_.resize(nb);
-    std::vector<float>& scales = scale_scratch_;
-    std::memcpy(scales.data(), payload + m, nb * sizeof(float));
+    std::memcpy(scale_scratch_.data(), scale_bytes, nb * sizeof(float));
     int8_t* q = codes_.data() + b;
     float* s = scales_.data() + b / block_;
-    if (rs) {
-      // w = dequant(received) + own: the same bits as own + dequant (IEEE addition commutes). A slice fits the
-      // scratch (m <= slice_elems), which stays in cache between the three passes.
-      float* w = work_;
-      dequantize_int8(w, codes, scales.data(), m, int(block_), &pool_);
-      const float* own = data_ + b;
-      for (size_t i = 0; i < m; ++i) w[i] += own[i];
+    const size_t tile = std::max(block_, kHopTileElems / block_ * block_);
+    float* w = work_;
+    const bool owner_step = g == N_ - 2;
+    uint32_t crc = 0;
+    for (size_t t0 = 0; t0 < m; t0 += tile) {
+      const size_t len = std::min(tile, m - t0);
+      // dequant(received) + own: the same bits as own + dequant (IEEE addition commutes).
+      dequantize_int8(w, reinterpret_cast<const int8_t*>(codes_in) + t0, scale_scratch_.data() + t0 / block_, len, int(block_), nullptr);
+      const float* own = data_ + b + t0;
+      for (size_t i = 0; i < len; ++i) w[i] += own[i];
       if (owner_step)
-        for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
-      quantize_int8(q, s, w, m, int(block_), &pool_);
-    } else {
-      std::memcpy(q, codes, m);
-      std::memcpy(s, scales.data(), nb * sizeof(float));
+        for (size_t i = 0; i < len; ++i) w[i] /= float(N_);
+      quantize_int8(q + t0, s + t0 / block_, w, len, int(block_), nullptr);
+      crc = crc32c_extend(crc, q + t0, len);
     }
+    return crc32c_extend(crc, s, nb * sizeof(float));
   }
 
   float* data_;
@@ -423,6 +484,7 @@ class RingAllReduce {
   WorkBufferPool::Buffer buffer_;
   float* work_ = nullptr;
   std::vector<float> scales_, scale_scratch_;
+  std::vector<uint32_t> out_crc_;  // CRC32C of the payload sent at (step g, slice k), index g*S+k, g >= 1
   std::vector<int8_t> codes_;
   comm::TranscriptLog sent_log_, recv_log_;  // the sender thread owns the first, the receiver the second
   std::vector<int8_t> scatter_codes_;         // transcripts, int8: what the reduce-scatter sent, by position

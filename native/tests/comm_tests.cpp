@@ -1,6 +1,6 @@
 // Native tests of the data plane: CRC32C and HMAC vectors, and the ring all-reduce with every rank on a
 // thread of this process over loopback TCP (sizes that do not divide, both modes, strangers, dead ranks,
-// abort). The multi-process tests (SIGKILL mid-collective) live in test/allreduce.test.ts.
+// abort, a hostile predecessor). The multi-process tests (SIGKILL mid-collective) live in test/allreduce.test.ts.
 // Usage: covenant_native_comm_tests [filter]
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,6 +22,10 @@
 #include "covenant/hmac.h"
 #include "covenant/rng.h"
 #include "covenant/sha256.h"
+#include "../comm/frame.h"
+#include "../comm/handshake.h"
+#include "../comm/ring_plan.h"
+#include "../comm/socket.h"
 #include "harness.h"
 
 using namespace covenant;
@@ -52,6 +56,22 @@ void test_crc32c() {
     for (size_t i = 0; i < len; ++i) bytewise = crc32c_extend(bytewise, big.data() + i, 1);
     CHECK(crc32c(big.data(), len) == bytewise, "len %zu: three-chain %08x vs bytewise %08x", len, crc32c(big.data(), len), bytewise);
     CHECK(crc32c_extend(crc32c(big.data(), 7), big.data() + 7, len - 7) == bytewise, "len %zu: extend after 7 bytes", len);
+  }
+  // Every implementation this CPU has agrees with the byte-wise table: lengths around the folding path's
+  // thresholds (512 bytes, 256-byte steps, 16-byte tail), unaligned starts, and a nonzero initial state.
+  for (Crc32cImpl impl : {Crc32cImpl::Sse42, Crc32cImpl::Vpclmul}) {
+    if (!crc32c_impl_supported(impl)) {
+      std::printf("  (crc32c %s: not on this CPU)\n", crc32c_impl_name(impl));
+      continue;
+    }
+    for (size_t len : {size_t(0), size_t(1), size_t(15), size_t(255), size_t(511), size_t(512), size_t(513), size_t(767),
+                       size_t(768), size_t(784), size_t(799), size_t(4097), size_t(65536), size_t(262147)})
+      for (size_t off : {size_t(0), size_t(1), size_t(13)})
+        for (uint32_t init : {0u, 0xDEADBEEFu}) {
+          const uint32_t want = crc32c_extend_with(Crc32cImpl::Portable, init, big.data() + off, len);
+          const uint32_t got = crc32c_extend_with(impl, init, big.data() + off, len);
+          CHECK(got == want, "%s len %zu offset %zu init %08x: %08x vs portable %08x", crc32c_impl_name(impl), len, off, init, got, want);
+        }
   }
 }
 
@@ -279,6 +299,110 @@ void test_non_finite_refused() {
   CHECK(code == "COMM_ARGS", "NaN input gave code '%s'", code.c_str());
 }
 
+
+// Rank 1 of a 2-rank ring played by the test itself: it forms the ring like a real rank, then sends every
+// frame well-formed (zero values, unit scales) except where `tamper` changes a payload or its CRC. What
+// rank 0 sends is drained and ignored.
+using Tamper = std::function<void(int g, int k, std::vector<uint8_t>& payload, uint32_t& crc)>;
+void play_rank1(const std::vector<int>& ports, ReduceMode mode, uint64_t round, size_t n, const Tamper& tamper) {
+  const AllReduceOptions o = options(1, ports, mode, round);
+  const bool int8 = mode == ReduceMode::Int8;
+  const size_t block = size_t(o.block_size);
+  comm::Listener listener;
+  listener.open(o.peers[1]);
+  const auto deadline = comm::Clock::now() + std::chrono::seconds(5);
+  comm::HandshakeContext ctx{o.id, &o.secret, 1, 0, std::chrono::milliseconds(o.timeout_ms), -1};
+  comm::TcpConn to, from;
+  std::thread connector([&] {
+    if (comm::connect_with_retry(o.peers[0], deadline, -1, &to).status == comm::IoStatus::Ok) {
+      try { comm::handshake_as_connector(to, ctx, o.peers[0]); } catch (const CommError&) { to.close(); }
+    }
+  });
+  int refused = 0;
+  try { from = comm::accept_predecessor(listener, ctx, deadline, o.peers[0], &refused); } catch (const CommError&) {}
+  connector.join();
+  if (!to.valid() || !from.valid()) return;
+  std::thread drain([&] {
+    char sink[4096];
+    while (from.recv_all(sink, 1, std::chrono::milliseconds(3000), -1).status == comm::IoStatus::Ok) {}
+  });
+  comm::RingPlan plan(2, 1, n, int8 ? block : 16, o.slice_bytes / sizeof(float));
+  for (int g = 0; g < plan.steps(); ++g)
+    for (int k = 0; k < plan.slices; ++k) {
+      size_t b, e;
+      plan.slice_range(plan.send_chunk(g), k, &b, &e);
+      const size_t m = e - b, nb = (m + block - 1) / block;
+      std::vector<uint8_t> payload(int8 ? m + nb * sizeof(float) : m * sizeof(float), 0);
+      const float one = 1.0f;
+      if (int8)
+        for (size_t i = 0; i < nb; ++i) std::memcpy(payload.data() + m + i * sizeof(float), &one, sizeof(float));
+      uint32_t crc = crc32c(payload.data(), payload.size());
+      tamper(g, k, payload, crc);
+      comm::FrameHeader h = comm::make_header(comm::FrameKind::Data, o.id, uint32_t(g), uint32_t(k), uint32_t(payload.size()), crc);
+      if (to.send_all(&h, sizeof(h), std::chrono::milliseconds(3000), -1).status != comm::IoStatus::Ok ||
+          to.send_all(payload.data(), payload.size(), std::chrono::milliseconds(3000), -1).status != comm::IoStatus::Ok)
+        g = plan.steps();  // rank 0 hung up: stop sending
+    }
+  to.close();
+  drain.join();
+}
+
+void test_hostile_predecessor() {
+  const size_t n = 3000;
+  struct Case {
+    const char* name;
+    ReduceMode mode;
+    Tamper tamper;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {"fp32 reduce-scatter payload with a wrong CRC", ReduceMode::Fp32,
+       [](int g, int k, std::vector<uint8_t>& p, uint32_t&) { if (g == 0 && k == 1) p[5] ^= 1; }, "CRC32C mismatch"},
+      {"int8 all-gather frame with a NaN scale (CRC matching)", ReduceMode::Int8,
+       [](int g, int k, std::vector<uint8_t>& p, uint32_t& crc) {
+         if (g == 1 && k == 0) {
+           const float nan = NAN;
+           std::memcpy(p.data() + p.size() - sizeof(float), &nan, sizeof(float));
+           crc = crc32c(p.data(), p.size());
+         }
+       },
+       "block scale"},
+      {"int8 reduce-scatter frame with a negative scale (CRC matching)", ReduceMode::Int8,
+       [](int g, int k, std::vector<uint8_t>& p, uint32_t& crc) {
+         if (g == 0 && k == 0) {
+           const float neg = -2.0f;
+           std::memcpy(p.data() + p.size() - sizeof(float), &neg, sizeof(float));
+           crc = crc32c(p.data(), p.size());
+         }
+       },
+       "block scale"},
+  };
+  uint64_t round = 40;
+  for (const Case& c : cases) {
+    auto in = random_inputs(1, n, round);
+    std::vector<float> x = in[0];
+    auto ports = free_ports(2);
+    std::thread fake([&] { play_rank1(ports, c.mode, round, n, c.tamper); });
+    std::string err, code;
+    int peer = -2;
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      ring_allreduce(x.data(), n, options(0, ports, c.mode, round), nullptr);
+    } catch (const CommError& e) {
+      err = e.what();
+      code = e.code;
+      peer = e.peer_rank;
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    fake.join();
+    CHECK(code == "COMM_PROTOCOL" && peer == 1, "%s: code '%s', peer %d: %s", c.name, code.c_str(), peer, err.c_str());
+    CHECK(err.find(c.expect) != std::string::npos, "%s: the error does not say '%s': %s", c.name, c.expect, err.c_str());
+    CHECK(x == in[0], "%s: the input changed on failure", c.name);
+    CHECK(s < 2.0, "%s: took %.2f s to fail", c.name, s);
+    ++round;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -291,6 +415,7 @@ int main(int argc, char** argv) {
       {"missing_rank_fails_within_timeout", test_missing_rank_fails_within_timeout},
       {"abort", test_abort},
       {"non_finite_refused", test_non_finite_refused},
+      {"hostile_predecessor", test_hostile_predecessor},
   };
   return covenant_test::run_tests(tests, argc, argv);
 }
