@@ -272,11 +272,13 @@ describe('all-reduce in one process', () => {
     expect(() => allReduce({ ...base, peers: ['127.0.0.1:9', '127.0.0.1:10'], secret: '' })).toThrow(/secret/);
   });
 
-  test('a non-finite value is refused naming its index, before any connection', async () => {
-    const base = { rank: 0, peers: ['127.0.0.1:9', '127.0.0.1:10'], collectiveId: { round: 0, attempt: 0 }, secret: 's', timeoutMs: 30000 };
+  test('a non-finite value in the chunk a rank sends first is refused naming its index, before any connection', async () => {
+    // Rank 1 of 2 sends all of a 4-element fp32 tensor at step 0 (chunks are whole 16-element blocks). A bad
+    // value elsewhere is found in the hop that would add it (native/tests/comm_tests.cpp non_finite_refused).
+    const base = { rank: 1, peers: ['127.0.0.1:9', '127.0.0.1:10'], collectiveId: { round: 0, attempt: 0 }, secret: 's', timeoutMs: 30000 };
     const t0 = Date.now();
     await expect(allReduce({ ...base, tensor: Float32Array.from([1, 2, NaN, 4]) })).rejects.toMatchObject({ code: 'COMM_ARGS', message: expect.stringMatching(/tensor\[2\] is not finite/) });
-    await expect(allReduce({ ...base, peers: ['127.0.0.1:9'], tensor: Float32Array.from([Infinity]) })).rejects.toMatchObject({ code: 'COMM_ARGS' });
+    await expect(allReduce({ ...base, rank: 0, peers: ['127.0.0.1:9'], tensor: Float32Array.from([Infinity]) })).rejects.toMatchObject({ code: 'COMM_ARGS' });
     expect(Date.now() - t0).toBeLessThan(5000);
   });
 

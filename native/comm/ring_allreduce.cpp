@@ -84,22 +84,25 @@ class WorkBufferPool {
   }
 };
 
-// Tells whether every value is finite, in one vectorizable pass (no branch per element).
+// 1 when x is NaN or ±Inf, else 0; no branch, so loops that OR it up stay vectorized.
+inline uint32_t non_finite(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  return uint32_t((bits & 0x7f800000u) == 0x7f800000u);
+}
+
 bool all_finite(const float* src, size_t n) {
   uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, src + i, 4);
-    bad |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
-  }
+  for (size_t i = 0; i < n; ++i) bad |= non_finite(src[i]);
   return bad == 0;
 }
 
-[[noreturn]] void throw_not_finite(const float* data, size_t n) {
+// Names the first non-finite value of data[0, n), which starts at tensor index `base`.
+[[noreturn]] void throw_not_finite(const float* data, size_t n, size_t base = 0, const char* phase = "setup") {
   for (size_t i = 0; i < n; ++i)
     if (!std::isfinite(data[i]))
-      throw CommError("tensor[" + std::to_string(i) + "] is not finite (" + std::to_string(data[i]) + ")", -1, "setup", "COMM_ARGS");
-  throw CommError("tensor holds a non-finite value", -1, "setup", "COMM_ARGS");
+      throw CommError("tensor[" + std::to_string(base + i) + "] is not finite (" + std::to_string(data[i]) + ")", -1, phase, "COMM_ARGS");
+  throw CommError("tensor holds a non-finite value", -1, phase, "COMM_ARGS");
 }
 
 class RingAllReduce {
@@ -121,17 +124,25 @@ class RingAllReduce {
     // scales collect in codes_/scales_, and success dequantizes them once, straight into the tensor.
     buffer_ = WorkBufferPool::acquire(int8_ ? plan_.slice_elems : n_);
     work_ = buffer_.data.get();
-    if (!all_finite(data_, n_)) throw_not_finite(data_, n_);
+    // Every value of the tensor is checked for finiteness where it is first read: the chunk sent at step 0
+    // here, before any connection; every other one in the reduce-scatter hop that adds it, before anything
+    // computed from it is sent (a fused check: one pass over the tensor fewer).
+    const size_t off = plan_.chunk_off[r_], len = plan_.chunk_len[r_];
     if (int8_) {
       codes_.resize(n_);
       scales_.resize((n_ + block_ - 1) / block_);
       // Step 0 sends this rank's own chunk, quantized.
-      size_t off = plan_.chunk_off[r_], len = plan_.chunk_len[r_];
-      quantize_int8(codes_.data() + off, scales_.data() + off / block_, data_ + off, len, int(block_), &pool_);
+      try {
+        quantize_int8(codes_.data() + off, scales_.data() + off / block_, data_ + off, len, int(block_), &pool_);
+      } catch (const NonFiniteError& e) {
+        throw_not_finite(data_ + off, len, off);
+      }
       if (opt_.transcripts) {
         scatter_codes_.assign(n_, 0);
         scatter_scales_.assign(scales_.size(), 0.0f);
       }
+    } else if (!all_finite(data_ + off, len)) {
+      throw_not_finite(data_ + off, len, off);
     }
     out_crc_.assign(size_t(plan_.steps()) * size_t(plan_.slices), 0);
     connect_ring();
@@ -318,7 +329,12 @@ class RingAllReduce {
         float* w = work_ + i0;
         const float* own = data_ + i0;
         const float* in = reinterpret_cast<const float*>(dst + off);
-        for (size_t i = 0; i < m; ++i) w[i] = own[i] + in[i];
+        uint32_t bad = 0;
+        for (size_t i = 0; i < m; ++i) {
+          w[i] = own[i] + in[i];
+          bad |= non_finite(own[i]);
+        }
+        if (bad) throw_not_finite(own, m, i0, "reduce-scatter");
         if (g == N_ - 2)  // last reduce-scatter step: this rank now holds chunk r+1's full sum
           for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
         *out_crc = crc32c_extend(*out_crc, w, piece);
@@ -462,7 +478,12 @@ class RingAllReduce {
       // dequant(received) + own: the same bits as own + dequant (IEEE addition commutes).
       dequantize_int8(w, reinterpret_cast<const int8_t*>(codes_in) + t0, scale_scratch_.data() + t0 / block_, len, int(block_), nullptr);
       const float* own = data_ + b + t0;
-      for (size_t i = 0; i < len; ++i) w[i] += own[i];
+      uint32_t bad = 0;
+      for (size_t i = 0; i < len; ++i) {
+        w[i] += own[i];
+        bad |= non_finite(own[i]);
+      }
+      if (bad) throw_not_finite(own, len, b + t0, "reduce-scatter");
       if (owner_step)
         for (size_t i = 0; i < len; ++i) w[i] /= float(N_);
       quantize_int8(q + t0, s + t0 / block_, w, len, int(block_), nullptr);

@@ -292,13 +292,28 @@ void test_abort() {
 }
 
 void test_non_finite_refused() {
+  // In the chunk this rank sends at step 0 (rank 1 of 2 owns all of a 3-element fp32 tensor): refused before
+  // any connection, so it fails at once although rank 0 never starts.
   std::vector<float> x = {1.f, NAN, 2.f};
-  AllReduceOptions o = options(0, {1, 2}, ReduceMode::Fp32, 1);
-  std::string code;
-  try { ring_allreduce(x.data(), x.size(), o, nullptr); } catch (const CommError& e) { code = e.code; }
-  CHECK(code == "COMM_ARGS", "NaN input gave code '%s'", code.c_str());
+  AllReduceOptions o = options(1, free_ports(2), ReduceMode::Fp32, 1);
+  std::string code, err;
+  try { ring_allreduce(x.data(), x.size(), o, nullptr); } catch (const CommError& e) { code = e.code; err = e.what(); }
+  CHECK(code == "COMM_ARGS" && err.find("tensor[1]") != std::string::npos, "NaN input gave code '%s': %s", code.c_str(), err.c_str());
+  // Elsewhere: found in the reduce-scatter hop that would add it, before anything computed from it is sent.
+  // The rank fails naming the index, its neighbour at once (not after the timeout), and no input changes.
+  for (ReduceMode mode : {ReduceMode::Fp32, ReduceMode::Int8}) {
+    auto in = random_inputs(2, 5000, 9);
+    in[0][4000] = mode == ReduceMode::Int8 ? INFINITY : NAN;
+    auto res = run_ring(in, mode, 2, {}, 5000);
+    CHECK(res[0].code == "COMM_ARGS" && res[0].error.find("tensor[4000] is not finite") != std::string::npos,
+          "mode %d rank 0: code '%s': %s", int(mode), res[0].code.c_str(), res[0].error.c_str());
+    CHECK(!res[1].error.empty() && res[1].peer == 0, "mode %d rank 1: peer %d: %s", int(mode), res[1].peer, res[1].error.c_str());
+    for (int r = 0; r < 2; ++r) {
+      CHECK(res[r].seconds < 2.0, "mode %d rank %d took %.2f s to fail (timeout 5 s)", int(mode), r, res[r].seconds);
+      CHECK(std::memcmp(res[r].data.data(), in[r].data(), in[r].size() * sizeof(float)) == 0, "mode %d rank %d: input changed", int(mode), r);
+    }
+  }
 }
-
 
 // Rank 1 of a 2-rank ring played by the test itself: it forms the ring like a real rank, then sends every
 // frame well-formed (zero values, unit scales) except where `tamper` changes a payload or its CRC. What
