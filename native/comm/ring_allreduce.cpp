@@ -45,27 +45,32 @@ constexpr size_t kPieceBytes = 128 << 10;
 // int8 reduce-scatter hops run in tiles of this many elements (16 KiB of fp32 scratch: L1-resident).
 constexpr size_t kHopTileElems = 4096;
 
-// Work buffers are reused across collectives: a fresh n-float buffer per call costs a page fault per 4 KiB.
-// At most kPoolSize buffers are kept.
-class WorkBufferPool {
+// Buffers are reused across collectives: a fresh n-element buffer per call costs a page fault per 4 KiB
+// (and a std::vector would also zero it). At most kPoolSize buffers of each type are kept. Contents are
+// uninitialized.
+template <class T>
+class BufferPool {
  public:
   struct Buffer {
-    std::unique_ptr<float[]> data;
+    std::unique_ptr<T[]> data;
     size_t capacity = 0;
+    T* get() const { return data.get(); }
   };
   static Buffer acquire(size_t n) {
     std::lock_guard<std::mutex> lock(mu());
     auto& free = list();
-    for (size_t i = 0; i < free.size(); ++i) {
-      if (free[i].capacity >= n) {
-        Buffer b = std::move(free[i]);
-        free.erase(free.begin() + long(i));
-        return b;
-      }
+    size_t best = free.size();  // the smallest that fits, so a small request does not take a big buffer
+    for (size_t i = 0; i < free.size(); ++i)
+      if (free[i].capacity >= n && (best == free.size() || free[i].capacity < free[best].capacity)) best = i;
+    if (best < free.size()) {
+      Buffer b = std::move(free[best]);
+      free.erase(free.begin() + long(best));
+      return b;
     }
-    return Buffer{std::unique_ptr<float[]>(new float[std::max<size_t>(n, 1)]), std::max<size_t>(n, 1)};
+    return Buffer{std::unique_ptr<T[]>(new T[std::max<size_t>(n, 1)]), std::max<size_t>(n, 1)};
   }
   static void release(Buffer b) {
+    if (!b.data) return;
     std::lock_guard<std::mutex> lock(mu());
     auto& free = list();
     free.push_back(std::move(b));
@@ -73,7 +78,7 @@ class WorkBufferPool {
   }
 
  private:
-  static constexpr size_t kPoolSize = 2;
+  static constexpr size_t kPoolSize = 4;
   static std::mutex& mu() {
     static std::mutex m;
     return m;
@@ -116,30 +121,39 @@ class RingAllReduce {
     timeout_ = std::chrono::milliseconds(opt.timeout_ms);
   }
 
+  ~RingAllReduce() {
+    BufferPool<int8_t>::release(std::move(codes_buf_));
+    BufferPool<float>::release(std::move(scales_buf_));
+  }
+  RingAllReduce(const RingAllReduce&) = delete;
+  RingAllReduce& operator=(const RingAllReduce&) = delete;
+
   AllReduceStats run() {
     auto t0 = Clock::now();
     // The caller's tensor is only read until the very end, so a failure leaves it untouched. fp32 mode: sums
     // and received chunks go to work_, copied back on success. int8 mode needs no fp32 copy of the tensor:
     // each hop's sum lives in a slice-sized scratch just long enough to be requantized, the agreed codes and
     // scales collect in codes_/scales_, and success dequantizes them once, straight into the tensor.
-    buffer_ = WorkBufferPool::acquire(int8_ ? plan_.slice_elems : n_);
-    work_ = buffer_.data.get();
+    buffer_ = BufferPool<float>::acquire(int8_ ? plan_.slice_elems : n_);
+    work_ = buffer_.get();
     // Every value of the tensor is checked for finiteness where it is first read: the chunk sent at step 0
     // here, before any connection; every other one in the reduce-scatter hop that adds it, before anything
     // computed from it is sent (a fused check: one pass over the tensor fewer).
     const size_t off = plan_.chunk_off[r_], len = plan_.chunk_len[r_];
     if (int8_) {
-      codes_.resize(n_);
-      scales_.resize((n_ + block_ - 1) / block_);
+      codes_buf_ = BufferPool<int8_t>::acquire(n_);
+      scales_buf_ = BufferPool<float>::acquire(n_blocks());
+      codes_ = codes_buf_.get();
+      scales_ = scales_buf_.get();
       // Step 0 sends this rank's own chunk, quantized.
       try {
-        quantize_int8(codes_.data() + off, scales_.data() + off / block_, data_ + off, len, int(block_), &pool_);
+        quantize_int8(codes_ + off, scales_ + off / block_, data_ + off, len, int(block_), &pool_);
       } catch (const NonFiniteError& e) {
         throw_not_finite(data_ + off, len, off);
       }
       if (opt_.transcripts) {
         scatter_codes_.assign(n_, 0);
-        scatter_scales_.assign(scales_.size(), 0.0f);
+        scatter_scales_.assign(n_blocks(), 0.0f);
       }
     } else if (!all_finite(data_ + off, len)) {
       throw_not_finite(data_ + off, len, off);
@@ -157,12 +171,12 @@ class RingAllReduce {
     sender.join();
     if (!error_) {
       if (int8_)
-        dequantize_int8(data_, codes_.data(), scales_.data(), n_, int(block_), &pool_);
+        dequantize_int8_streaming(data_, codes_, scales_, n_, int(block_), &pool_);
       else
         std::memcpy(data_, work_, n_ * sizeof(float));
     }
     work_ = nullptr;
-    WorkBufferPool::release(std::move(buffer_));
+    BufferPool<float>::release(std::move(buffer_));
     if (error_) {
       to_succ_.close();
       from_pred_.close();
@@ -179,8 +193,8 @@ class RingAllReduce {
       if (int8_) {
         st.scatter_codes = std::move(scatter_codes_);
         st.scatter_scales = std::move(scatter_scales_);
-        st.final_codes = std::move(codes_);
-        st.final_scales = std::move(scales_);
+        st.final_codes.assign(codes_, codes_ + n_);
+        st.final_scales.assign(scales_, scales_ + n_blocks());
       }
     }
     to_succ_.close();
@@ -259,6 +273,8 @@ class RingAllReduce {
     if (connect_error) throw *connect_error;
   }
 
+  size_t n_blocks() const { return (n_ + block_ - 1) / block_; }
+
   size_t payload_bytes(size_t b, size_t e) const {
     if (!int8_) return (e - b) * sizeof(float);
     return (e - b) + ((e - b) + block_ - 1) / block_ * sizeof(float);
@@ -283,9 +299,9 @@ class RingAllReduce {
         size_t l1, l2 = 0;
         const void* p2 = nullptr;
         if (int8_) {
-          p1 = codes_.data() + b;
+          p1 = codes_ + b;
           l1 = e - b;
-          p2 = scales_.data() + b / block_;
+          p2 = scales_ + b / block_;
           l2 = (e - b + block_ - 1) / block_ * sizeof(float);
         } else {
           p1 = (g == 0 ? data_ : work_) + b;  // step 0 sends this rank's own values
@@ -389,8 +405,8 @@ class RingAllReduce {
           if (!receive_payload(codes, want, &crc, where, g)) return;
           scale_bytes = codes + m;
         } else {
-          codes = reinterpret_cast<uint8_t*>(codes_.data() + b);
-          scale_bytes = reinterpret_cast<const uint8_t*>(scales_.data() + b / block_);
+          codes = reinterpret_cast<uint8_t*>(codes_ + b);
+          scale_bytes = reinterpret_cast<const uint8_t*>(scales_ + b / block_);
           if (!receive_payload(codes, m, &crc, where, g) ||
               !receive_payload(const_cast<uint8_t*>(scale_bytes), nb * sizeof(float), &crc, where, g))
             return;
@@ -436,11 +452,11 @@ class RingAllReduce {
     }
     for (size_t i = b; i < e; i += block_) {
       const size_t bi = i / block_, m = std::min(block_, e - i);
-      sent_log_.add_int8_block(uint32_t(g), uint32_t(bi), scales_[bi], codes_.data() + i, m);
+      sent_log_.add_int8_block(uint32_t(g), uint32_t(bi), scales_[bi], codes_ + i, m);
     }
     if (plan_.reduce_scatter(g) && e > b) {
-      std::memcpy(scatter_codes_.data() + b, codes_.data() + b, e - b);
-      std::memcpy(scatter_scales_.data() + b / block_, scales_.data() + b / block_, (e - b + block_ - 1) / block_ * sizeof(float));
+      std::memcpy(scatter_codes_.data() + b, codes_ + b, e - b);
+      std::memcpy(scatter_scales_.data() + b / block_, scales_ + b / block_, (e - b + block_ - 1) / block_ * sizeof(float));
     }
   }
 
@@ -467,8 +483,8 @@ class RingAllReduce {
     const size_t m = e - b, nb = (m + block_ - 1) / block_;
     scale_scratch_.resize(nb);
     std::memcpy(scale_scratch_.data(), scale_bytes, nb * sizeof(float));
-    int8_t* q = codes_.data() + b;
-    float* s = scales_.data() + b / block_;
+    int8_t* q = codes_ + b;
+    float* s = scales_ + b / block_;
     const size_t tile = std::max(block_, kHopTileElems / block_ * block_);
     float* w = work_;
     const bool owner_step = g == N_ - 2;
@@ -502,11 +518,15 @@ class RingAllReduce {
   RingPlan plan_;
   ThreadPool pool_;
   std::chrono::milliseconds timeout_;
-  WorkBufferPool::Buffer buffer_;
+  BufferPool<float>::Buffer buffer_;
   float* work_ = nullptr;
-  std::vector<float> scales_, scale_scratch_;
+  std::vector<float> scale_scratch_;
   std::vector<uint32_t> out_crc_;  // CRC32C of the payload sent at (step g, slice k), index g*S+k, g >= 1
-  std::vector<int8_t> codes_;
+  // int8: this rank's codes and scales of the whole tensor (own chunk at step 0, then each hop's), pooled.
+  BufferPool<int8_t>::Buffer codes_buf_;
+  BufferPool<float>::Buffer scales_buf_;
+  int8_t* codes_ = nullptr;
+  float* scales_ = nullptr;
   comm::TranscriptLog sent_log_, recv_log_;  // the sender thread owns the first, the receiver the second
   std::vector<int8_t> scatter_codes_;         // transcripts, int8: what the reduce-scatter sent, by position
   std::vector<float> scatter_scales_;

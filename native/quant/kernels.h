@@ -25,6 +25,8 @@ struct Kernels {
   size_t (*quantize)(int8_t* q, float* scales, const float* x, size_t n, size_t block);
   // out (n) = q * scale (OVERWRITES). Scales were checked by the caller.
   void (*dequantize)(float* out, const int8_t* q, const float* scales, size_t n, size_t block);
+  // dequantize's result, stored past the cache where the ISA can (for outputs not read again soon).
+  void (*dequantize_stream)(float* out, const int8_t* q, const float* scales, size_t n, size_t block);
   // acc (n) += fl(q * scale) (ACCUMULATES).
   void (*dequantize_accumulate)(float* acc, const int8_t* q, const float* scales, size_t n, size_t block);
   // Error feedback, pass 1: scales (nb) of v = fl(x + r). Returns the first index where v is not finite, or

@@ -165,7 +165,7 @@ COVENANT_AVX2 void ef_apply(int8_t* q, float* r, const float* x, const float* sc
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", quantize, dequantize, dequantize_accumulate, ef_scales, ef_apply};
+  static const Kernels k{"avx2", quantize, dequantize, dequantize, dequantize_accumulate, ef_scales, ef_apply};
   return k;
 }
 

@@ -97,6 +97,37 @@ COVENANT_AVX512 void dequantize(float* out, const int8_t* q, const float* scales
   }
 }
 
+// dequantize with non-temporal stores: a large result then does not read every output line into the cache
+// first, nor evict what the caller works on. Streaming needs 64-byte aligned stores, and out need not be
+// aligned to a block, so each aligned group of 16 takes its lanes' scales from at most two blocks (block >=
+// 16). Same products as dequantize, so the same bits.
+COVENANT_AVX512 void dequantize_stream(float* out, const int8_t* q, const float* scales, size_t n, size_t block) {
+  if (block < 16 || n < 64) {
+    dequantize(out, q, scales, n, block);
+    return;
+  }
+  size_t i = 0;
+  while (i < n && (reinterpret_cast<uintptr_t>(out + i) & 63) != 0) {
+    out[i] = static_cast<float>(q[i]) * scales[i / block];
+    ++i;
+  }
+  size_t bi = i / block, next = (bi + 1) * block;  // block of element i, and where the next one starts
+  for (; i + 16 <= n; i += 16) {
+    __m512 vs = _mm512_set1_ps(scales[bi]);
+    if (next < i + 16) {
+      const __mmask16 later = static_cast<__mmask16>(0xFFFFu << (next - i));
+      vs = _mm512_mask_blend_ps(later, vs, _mm512_set1_ps(scales[bi + 1]));
+    }
+    _mm512_stream_ps(out + i, _mm512_mul_ps(load16_codes(q + i), vs));
+    if (next <= i + 16) {
+      ++bi;
+      next += block;
+    }
+  }
+  _mm_sfence();
+  for (; i < n; ++i) out[i] = static_cast<float>(q[i]) * scales[i / block];
+}
+
 COVENANT_AVX512 void dequantize_accumulate(float* acc, const int8_t* q, const float* scales, size_t n, size_t block) {
   for (size_t b0 = 0, bi = 0; b0 < n; b0 += block, ++bi) {
     const size_t len = std::min(block, n - b0);
@@ -148,7 +179,7 @@ COVENANT_AVX512 void ef_apply(int8_t* q, float* r, const float* x, const float* 
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", quantize, dequantize, dequantize_accumulate, ef_scales, ef_apply};
+  static const Kernels k{"avx512", quantize, dequantize, dequantize_stream, dequantize_accumulate, ef_scales, ef_apply};
   return k;
 }
 

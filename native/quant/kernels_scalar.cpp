@@ -52,7 +52,7 @@ void ef_apply(int8_t* q, float* r, const float* x, const float* scales, size_t n
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{"scalar", quantize, dequantize, dequantize_accumulate, ef_scales, ef_apply};
+  static const Kernels k{"scalar", quantize, dequantize, dequantize, dequantize_accumulate, ef_scales, ef_apply};
   return k;
 }
 

@@ -133,6 +133,17 @@ void dequantize_int8(float* out, const int8_t* q, const float* scales, size_t n,
   });
 }
 
+void dequantize_int8_streaming(float* out, const int8_t* q, const float* scales, size_t n, int block, ThreadPool* pool,
+                               QuantIsa isa) {
+  const size_t nb = quant_num_blocks(n, block);
+  const Kernels& k = kernels_for(isa);
+  check_scales(scales, nb, "dequantize_int8_streaming");
+  const size_t B = static_cast<size_t>(block);
+  for_block_chunks(n, B, pool, [&](size_t e0, size_t e1, int) {
+    k.dequantize_stream(out + e0, q + e0, scales + e0 / B, e1 - e0, B);
+  });
+}
+
 void dequantize_accumulate_int8(float* acc, const int8_t* q, const float* scales, size_t n, int block,
                                 ThreadPool* pool, QuantIsa isa) {
   const size_t nb = quant_num_blocks(n, block);

@@ -400,6 +400,16 @@ void test_quant_vs_ref() {
         dequantize_int8_ref(dr.data(), qr.data(), sr.data(), n, block);
         size_t at = first_diff_f(d.data(), dr.data(), n);
         CHECK(at == n, "%s block=%d n=%zu: dequantize differs from _ref at %zu", quant_isa_name(isa), block, n, at);
+        // Streaming stores, into outputs at every 4-byte offset from a 64-byte line (the aligned groups then
+        // straddle blocks differently).
+        for (size_t shift : {size_t(0), size_t(1), size_t(5), size_t(15)}) {
+          std::vector<float> ds(n + 32);
+          float* out = ds.data() + (16 - (reinterpret_cast<uintptr_t>(ds.data()) / 4) % 16) % 16 + shift;
+          dequantize_int8_streaming(out, q.data(), s.data(), n, block, &pool, isa);
+          at = first_diff_f(out, dr.data(), n);
+          CHECK(at == n, "%s block=%d n=%zu shift %zu: dequantize_int8_streaming differs from _ref at %zu", quant_isa_name(isa), block, n,
+                shift, at);
+        }
 
         auto acc0 = randn(n, 99 + n);
         auto acc = acc0, accr = acc0, sum = acc0;

@@ -117,6 +117,10 @@ void quantize_int8(int8_t* q, float* scales, const float* x, size_t n, int block
 // Throws std::invalid_argument, before writing anything, when a scale is negative or not finite.
 void dequantize_int8(float* out, const int8_t* q, const float* scales, size_t n, int block, ThreadPool* pool,
                      QuantIsa isa = QuantIsa::Auto);
+// dequantize_int8's result, bit for bit, with stores that bypass the cache where the ISA allows (AVX-512):
+// for large outputs that are not read again soon.
+void dequantize_int8_streaming(float* out, const int8_t* q, const float* scales, size_t n, int block, ThreadPool* pool,
+                               QuantIsa isa = QuantIsa::Auto);
 // acc (n) += q * scale of its block (ACCUMULATES; product rounded before the add). Same scale checks, acc
 // untouched on error.
 void dequantize_accumulate_int8(float* acc, const int8_t* q, const float* scales, size_t n, int block,
