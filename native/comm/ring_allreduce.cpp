@@ -102,6 +102,26 @@ bool all_finite(const float* src, size_t n) {
   return bad == 0;
 }
 
+// One reduce-scatter hop's arithmetic: w = in + own (the same bits as own + in: IEEE addition commutes), then
+// divided by N at the last step, where the sum is final. Returns nonzero when an own value is not finite
+// (the check rides on the one read of own). w may be in.
+inline uint32_t sum_own(float* w, const float* own, const float* in, size_t m) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < m; ++i) {
+    w[i] = in[i] + own[i];
+    bad |= non_finite(own[i]);
+  }
+  return bad;
+}
+inline uint32_t sum_own(float* w, const float* own, const float* in, size_t m, float N) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < m; ++i) {
+    w[i] = (in[i] + own[i]) / N;
+    bad |= non_finite(own[i]);
+  }
+  return bad;
+}
+
 // Names the first non-finite value of data[0, n), which starts at tensor index `base`.
 [[noreturn]] void throw_not_finite(const float* data, size_t n, size_t base = 0, const char* phase = "setup") {
   for (size_t i = 0; i < n; ++i)
@@ -345,14 +365,8 @@ class RingAllReduce {
         float* w = work_ + i0;
         const float* own = data_ + i0;
         const float* in = reinterpret_cast<const float*>(dst + off);
-        uint32_t bad = 0;
-        for (size_t i = 0; i < m; ++i) {
-          w[i] = own[i] + in[i];
-          bad |= non_finite(own[i]);
-        }
+        const uint32_t bad = g == N_ - 2 ? sum_own(w, own, in, m, float(N_)) : sum_own(w, own, in, m);
         if (bad) throw_not_finite(own, m, i0, "reduce-scatter");
-        if (g == N_ - 2)  // last reduce-scatter step: this rank now holds chunk r+1's full sum
-          for (size_t i = 0; i < m; ++i) w[i] /= float(N_);
         *out_crc = crc32c_extend(*out_crc, w, piece);
       }
     }
@@ -491,17 +505,10 @@ class RingAllReduce {
     uint32_t crc = 0;
     for (size_t t0 = 0; t0 < m; t0 += tile) {
       const size_t len = std::min(tile, m - t0);
-      // dequant(received) + own: the same bits as own + dequant (IEEE addition commutes).
       dequantize_int8(w, reinterpret_cast<const int8_t*>(codes_in) + t0, scale_scratch_.data() + t0 / block_, len, int(block_), nullptr);
       const float* own = data_ + b + t0;
-      uint32_t bad = 0;
-      for (size_t i = 0; i < len; ++i) {
-        w[i] += own[i];
-        bad |= non_finite(own[i]);
-      }
+      const uint32_t bad = owner_step ? sum_own(w, own, w, len, float(N_)) : sum_own(w, own, w, len);
       if (bad) throw_not_finite(own, len, b + t0, "reduce-scatter");
-      if (owner_step)
-        for (size_t i = 0; i < len; ++i) w[i] /= float(N_);
       quantize_int8(q + t0, s + t0 / block_, w, len, int(block_), nullptr);
       crc = crc32c_extend(crc, q + t0, len);
     }

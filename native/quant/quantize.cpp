@@ -122,37 +122,35 @@ void quantize_int8(int8_t* q, float* scales, const float* x, size_t n, int block
   if (first != kNone) throw_nonfinite("quantize_int8", "x", first, x[first]);
 }
 
-void dequantize_int8(float* out, const int8_t* q, const float* scales, size_t n, int block, ThreadPool* pool,
-                     QuantIsa isa) {
+namespace {
+
+// The drivers of the three dequantize kernels: check every scale before writing anything, then run the
+// table's kernel over block-aligned pieces.
+using DequantKernel = void (*Kernels::*)(float*, const int8_t*, const float*, size_t, size_t);
+void run_dequantize(DequantKernel kernel, const char* who, float* out, const int8_t* q, const float* scales, size_t n,
+                    int block, ThreadPool* pool, QuantIsa isa) {
   const size_t nb = quant_num_blocks(n, block);
   const Kernels& k = kernels_for(isa);
-  check_scales(scales, nb, "dequantize_int8");
+  check_scales(scales, nb, who);
   const size_t B = static_cast<size_t>(block);
-  for_block_chunks(n, B, pool, [&](size_t e0, size_t e1, int) {
-    k.dequantize(out + e0, q + e0, scales + e0 / B, e1 - e0, B);
-  });
+  for_block_chunks(n, B, pool, [&](size_t e0, size_t e1, int) { (k.*kernel)(out + e0, q + e0, scales + e0 / B, e1 - e0, B); });
+}
+
+}  // namespace
+
+void dequantize_int8(float* out, const int8_t* q, const float* scales, size_t n, int block, ThreadPool* pool,
+                     QuantIsa isa) {
+  run_dequantize(&Kernels::dequantize, "dequantize_int8", out, q, scales, n, block, pool, isa);
 }
 
 void dequantize_int8_streaming(float* out, const int8_t* q, const float* scales, size_t n, int block, ThreadPool* pool,
                                QuantIsa isa) {
-  const size_t nb = quant_num_blocks(n, block);
-  const Kernels& k = kernels_for(isa);
-  check_scales(scales, nb, "dequantize_int8_streaming");
-  const size_t B = static_cast<size_t>(block);
-  for_block_chunks(n, B, pool, [&](size_t e0, size_t e1, int) {
-    k.dequantize_stream(out + e0, q + e0, scales + e0 / B, e1 - e0, B);
-  });
+  run_dequantize(&Kernels::dequantize_stream, "dequantize_int8_streaming", out, q, scales, n, block, pool, isa);
 }
 
 void dequantize_accumulate_int8(float* acc, const int8_t* q, const float* scales, size_t n, int block,
                                 ThreadPool* pool, QuantIsa isa) {
-  const size_t nb = quant_num_blocks(n, block);
-  const Kernels& k = kernels_for(isa);
-  check_scales(scales, nb, "dequantize_accumulate_int8");
-  const size_t B = static_cast<size_t>(block);
-  for_block_chunks(n, B, pool, [&](size_t e0, size_t e1, int) {
-    k.dequantize_accumulate(acc + e0, q + e0, scales + e0 / B, e1 - e0, B);
-  });
+  run_dequantize(&Kernels::dequantize_accumulate, "dequantize_accumulate_int8", acc, q, scales, n, block, pool, isa);
 }
 
 void quantize_int8_ref(int8_t* q, float* scales, const float* x, size_t n, int block) {
