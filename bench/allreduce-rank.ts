@@ -5,7 +5,7 @@
 // as a barrier: it sends `run` to every rank at once and waits for all answers before the next collective.
 //   {"op":"alloc","n":N}                      fills this rank's tensor; answers {"event":"ready","n":N}
 //   {"op":"run","mode":"fp32"|"int8","blockSize":128,"round":R,"attempt":A,"check":bool}
-//       runs one allReduce; answers {"event":"done", seconds, bytesSent, bytesReceived, wall_seconds,
+//       runs one allReduce; answers {"event":"done", seconds, bytesSent, bytesReceived, wall_seconds, cpu_seconds,
 //       and with check: sha256 of the result and the largest error against the known mean over sampled elements}
 //   {"op":"exit"}
 // A failed collective answers {"event":"error", code, message, peerRank, phase}.
@@ -88,13 +88,15 @@ async function main(): Promise<void> {
     }
     if (!tensor) throw new Error('run before alloc');
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();  // every thread of the process: the collective's native threads too
     try {
       const r = await allReduce({
         rank: args.rank, peers: args.peers, tensor, mode: cmd.mode, blockSize: cmd.blockSize,
         timeoutMs: args.timeoutMs ?? 60000, collectiveId: { round: cmd.round, attempt: cmd.attempt }, secret: args.secret,
       });
       const wall = (performance.now() - t0) / 1e3;
-      const out: Record<string, unknown> = { event: 'done', ...r, wall_seconds: wall };
+      const cpu = process.cpuUsage(cpu0);
+      const out: Record<string, unknown> = { event: 'done', ...r, wall_seconds: wall, cpu_seconds: (cpu.user + cpu.system) / 1e6 };
       if (cmd.check) {
         out.sha256 = createHash('sha256').update(Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength)).digest('hex');
         // The bench checks the warm-up collective, the first one on this rank's own values.

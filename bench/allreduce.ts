@@ -49,6 +49,7 @@ interface LinkSpec {
 }
 
 export const busFactor = (N: number) => (2 * (N - 1)) / N;
+const sumOf = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
@@ -101,6 +102,7 @@ class Ring {
     const round = ++this.round;
     const perRank: number[][] = this.ranks.map(() => []);
     const wall: number[][] = this.ranks.map(() => []);
+    const cpu: number[][] = this.ranks.map(() => []);
     const slowest: number[] = [];
     let wire = 0;
     for (let i = 0; i <= reps; i++) {
@@ -121,6 +123,7 @@ class Ring {
       res.forEach((r, k) => {
         perRank[k].push(num(r, 'seconds'));
         wall[k].push(num(r, 'wall_seconds'));
+        cpu[k].push(num(r, 'cpu_seconds'));
       });
       slowest.push(Math.max(...res.map((r) => num(r, 'seconds'))));
       wire = num(res[0], 'bytesSent');
@@ -131,7 +134,7 @@ class Ring {
     return {
       impl: 'covenant', link, N, n: bytes / 4, bytes, mode, ...(mode === 'int8' ? { block: BLOCK } : {}), warmup: 1, reps,
       seconds, seconds_fastest_rank: Math.min(...medians), seconds_min: Math.min(...slowest),
-      wall_seconds: Math.max(...wall.map(median)), algbw_GBps: algbw, busbw_GBps: algbw * busFactor(N),
+      wall_seconds: Math.max(...wall.map(median)), cpu_seconds_all_ranks: sumOf(cpu.map(median)), algbw_GBps: algbw, busbw_GBps: algbw * busFactor(N),
       wire_bytes_sent_per_rank: wire, wire_GBps: wire / seconds / 1e9,
     };
   }
@@ -193,7 +196,7 @@ async function benchGloo(link: string, N: number, host: (i: number) => string, i
       const algbw = bytes / seconds / 1e9;
       rows.push({ impl: 'gloo', link, N, n: bytes / 4, bytes, mode: 'fp32', op: String(res[0].op), warmup: 1, reps: num(res[0], 'reps'),
         seconds, seconds_fastest_rank: Math.min(...res.map((r) => num(r, 'seconds'))),
-        seconds_min: Math.min(...res.map((r) => num(r, 'seconds_min'))), algbw_GBps: algbw, busbw_GBps: algbw * busFactor(N),
+        seconds_min: Math.min(...res.map((r) => num(r, 'seconds_min'))), cpu_seconds_all_ranks: sumOf(res.map((r) => num(r, 'cpu_seconds'))), algbw_GBps: algbw, busbw_GBps: algbw * busFactor(N),
         torch_version: res[0].torch_version });
       process.stderr.write(`allreduce: gloo ${link} N=${N} ${mib} MiB: ${fmt(seconds * 1e3, 1)} ms, busbw ${fmt(algbw * busFactor(N), 3)} GB/s\n`);
     }
@@ -231,10 +234,11 @@ const sizeLabel = (bytes: number) => fmt(bytes / MiB, bytes < MiB ? 3 : 0);
 
 function caseTable(title: string, rows: Row[], limits: Array<[string, (r: Row) => number]>): void {
   printTable(title, ['link', 'N', 'MiB', 'impl', 'mode', 'ms', 'ms fastest rank', 'algbw GB/s', 'busbw GB/s',
-    ...limits.map(([name]) => `busbw % ${name}`), 'wire MiB/rank'],
+    ...limits.map(([name]) => `busbw % ${name}`), 'wire MiB/rank', 'CPU ms'],
   rows.map((r) => [String(r.link), String(r.N), sizeLabel(num(r, 'bytes')), String(r.impl), String(r.mode),
     fmt(num(r, 'seconds') * 1e3, 1), fmt(num(r, 'seconds_fastest_rank') * 1e3, 1), fmt(num(r, 'algbw_GBps'), 3), fmt(num(r, 'busbw_GBps'), 3),
-    ...limits.map(([, lim]) => `${fmt((100 * num(r, 'busbw_GBps')) / lim(r), 0)}%`), fmt(num(r, 'wire_bytes_sent_per_rank') / MiB, 1)]));
+    ...limits.map(([, lim]) => `${fmt((100 * num(r, 'busbw_GBps')) / lim(r), 0)}%`), fmt(num(r, 'wire_bytes_sent_per_rank') / MiB, 1),
+    fmt(num(r, 'cpu_seconds_all_ranks') * 1e3, 1)]));
 }
 
 interface Target {
@@ -327,6 +331,7 @@ async function run(quick: boolean): Promise<void> {
   console.log('ms = the slowest rank\'s median (covenant: the API\'s seconds, ring formation included; gloo: barrier then all_reduce + divide); ' +
     '"ms fastest rank" = the other end: the spread is start skew between processes.');
   console.log('algbw = fp32 bytes / time; busbw = algbw · 2(N−1)/N (nccl-tests), what an fp32 ring moves per link; int8 moves ~3.9× fewer wire bytes.');
+  console.log('CPU ms = CPU time of one collective summed over the rank processes (every thread, kernel time included; medians).');
   if (glooNote) console.log(`note: the gloo rows are missing: ${glooNote} (Debian: apt-get install python3-torch)`);
   caseTable(`Loopback 127.0.0.1, one process per rank on this ${os.availableParallelism()}-thread machine. Limits: single-stream loopback TCP ` +
     `${fmt(tcpGBps, 2)} GB/s (native/comm sockets, 1 MiB writes; it keeps ${fmt(num(tcp, 'cores_busy'), 2)} hardware threads busy), and the ` +
@@ -371,6 +376,10 @@ async function run(quick: boolean): Promise<void> {
   targets.push({ text: `N=4, ${tMib} MiB loopback: int8 wall time ≤ 1/3 of gloo's`, value: timeRatio, met: timeRatio <= 1 / 3, shown: `${fmt(timeRatio, 2)} of gloo` });
   const slowRatio = num(fs100, 'seconds') / num(qs100, 'seconds');
   targets.push({ text: `100 Mbit/s shaped ring (N=4, ${slowMib} MiB): int8 ≥ 3.5× faster than fp32`, value: slowRatio, met: slowRatio >= 3.5, shown: `${fmt(slowRatio, 2)}×` });
+  // On a machine where the ranks share H hardware threads, a collective cannot take less than its CPU time / H.
+  const H = os.availableParallelism();
+  const cpuFloor = (r: Row | undefined) => `${fmt(num(r, 'cpu_seconds_all_ranks') * 1e3, 1)} CPU ms (≥ ${fmt((num(r, 'cpu_seconds_all_ranks') * 1e3) / H, 1)} ms wall on ${H} threads)`;
+  console.log(`\nN=4, ${tMib} MiB loopback, CPU per collective over all ranks: covenant fp32 ${cpuFloor(f64)}, int8 ${cpuFloor(q64)}; gloo ${cpuFloor(g64)}`);
   console.log(`\nTargets (issue 3)${quick ? ' — --quick: at 4 MiB and the small shaped sizes, not the targets\' sizes' : ''}:`);
   for (const t of targets) {
     console.log(`  ${t.text}: ${t.shown} — ${Number.isFinite(t.value) ? (t.met ? 'met' : 'not met') : 'not measured'}`);
