@@ -7,13 +7,14 @@
 #              $BUILD_DIR (default build-gpu)
 #   gpu-tests  $BUILD_DIR/bin/covenant_native_gpu_tests: every kernel against the CPU path, the 20-step engine run,
 #              the round delta bit for bit (seed printed; COVENANT_GPU_TEST_SEED repeats it)
+#   sanitize   compute-sanitizer racecheck and memcheck on the attention tests (where the toolkit has it)
 #   attention  covenant_native_gpu_bench attention at B=8, T=1024,4096, D=64 (H=32) and 128 (H=16), beside
 #              bench/peers/torch_sdpa.py (FLASH and CUDNN) in the same run  → $OUT/attention.jsonl
 #   quant      covenant_native_gpu_bench quant --mib 256 (beside the device-to-device copy) → $OUT/quant.jsonl
 #   node       where `node` runs (or .device/node.xz and .device/node_modules.tar.xz were carried): the addon
 #              with CUDA, the jest GPU cases, and `npm run bench -- train` (GPU rows: gpt2 B=16 T=1024 beside
 #              PyTorch eager and torch.compile)
-# STEPS="build gpu-tests attention quant node" (the default) picks steps; the build step is needed once per
+# STEPS="build gpu-tests sanitize attention quant node" (the default) picks steps; the build step is needed once per
 # machine. Exit status: non-zero when any step failed; a skipped step (no torch, no node) is not a failure.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,7 +24,7 @@ mkdir -p "$OUT"
 cd "$ROOT"
 : >"$OUT/summary.txt"
 failed=0
-STEPS="${STEPS:-build gpu-tests attention quant node}"
+STEPS="${STEPS:-build gpu-tests sanitize attention quant node}"
 step() {  # step NAME COMMAND...: runs it with its log, records ok/FAILED and the seconds it took
   local name=$1
   shift
@@ -50,6 +51,17 @@ if [ ! -x "$B"/bin/covenant_native_gpu_tests ]; then
   exit 1
 fi
 step gpu-tests "$B"/bin/covenant_native_gpu_tests
+# Races between warps and out-of-bounds accesses in the attention kernels, on the tests' small sizes (what a
+# CPU emulation of the kernels cannot show). Bounded, so a slow sanitizer cannot eat the device window.
+sanitize() {
+  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 1 "$B"/bin/covenant_native_gpu_tests gpu_attention &&
+    timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 "$B"/bin/covenant_native_gpu_tests gpu_attention
+}
+if command -v compute-sanitizer >/dev/null; then
+  step sanitize sanitize
+elif [[ " $STEPS " == *" sanitize "* ]]; then
+  skip sanitize "no compute-sanitizer"
+fi
 
 attention() {
   "$B"/bin/covenant_native_gpu_bench attention --B 8 --T 1024,4096 --C 2048 --hs 64,128 >"$OUT/attention.jsonl" &&
