@@ -172,6 +172,8 @@ describe('Engine round delta (CPU)', () => {
     await eng.compressDelta(64);
     const residual = eng.residual();
     const params = eng.params(); // the CPU engine's zero-copy view
+    expect(eng.undoCompressDelta()).toBe(true);
+    await eng.compressDelta(64); // the same Δ again: the same residual, and an undo pending
     const keep5 = params[5], keep9 = params[9];
 
     params[5] = NaN;
@@ -180,6 +182,10 @@ describe('Engine round delta (CPU)', () => {
     expect(engNaN).toMatch(/^delta\[5\] = NaN is not finite/);
     expect(engNaN).toBe(hostNaN.replace(/^input/, 'delta'));
     await expect(eng.compressDelta(64)).rejects.toThrow(RangeError);
+    expect(firstBitDiff(eng.residual(), residual)).toBe(-1);
+    // The refusal took the pending undo with it: undoing now would not restore the state before the
+    // successful compress, so there is nothing to undo.
+    expect(eng.undoCompressDelta()).toBe(false);
     expect(firstBitDiff(eng.residual(), residual)).toBe(-1);
     params[5] = keep5;
 

@@ -26,6 +26,7 @@ void RoundDelta::compress(int8_t* q, float* scales, const float* params, int blo
   if (pool) pool->parallel_for(static_cast<int64_t>(n_), diff, 1 << 16);
   else diff(0, static_cast<int64_t>(n_), 0);
   before_.assign(residual_.begin(), residual_.end());
+  can_undo_ = false;  // a refused compress leaves nothing to undo (the last one's saved residual is gone)
   error_feedback_step(q, scales, residual_.data(), delta_.data(), n_, block, pool);
   can_undo_ = true;
 }

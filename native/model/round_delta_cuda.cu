@@ -73,6 +73,7 @@ void RoundDeltaCuda::compress(int8_t* q, float* scales, const float* params, int
   float* ds = reinterpret_cast<float*>(out_ + off);
   cuda::difference(delta(), start(), params, n_, kStream);
   CUDA_CHECK(cudaMemcpyAsync(before(), residual(), n_ * sizeof(float), cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(kStream)));
+  can_undo_ = false;  // a refused compress leaves nothing to undo (the last one's saved residual is gone)
   cuda::error_feedback_step(dq, ds, residual(), delta(), n_, block, kStream);  // waits; residual kept on error
   can_undo_ = true;
   CUDA_CHECK(cudaMemcpy(staging_, out_, bytes, cudaMemcpyDeviceToHost));   // codes and scales in one copy

@@ -39,7 +39,8 @@ class RoundDelta {
   void load_residual(const float* r);
   void reset_residual();
   // residual = what it was before the last compress() (a round that did not commit gives its Δ back);
-  // returns false, changing nothing, when there is nothing to undo (no compress since the last undo or load).
+  // returns false, changing nothing, when there is nothing to undo (no successful compress since the last
+  // undo, load or refused compress).
   bool undo_compress();
 
  private:
