@@ -11,6 +11,7 @@
 #include <cfloat>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "../../core/cuda_check.h"
 #include "../../quant/kernels.h"
@@ -157,14 +158,31 @@ unsigned grid_for(size_t items, unsigned per_block) {
   return static_cast<unsigned>(g < kMaxGrid ? g : kMaxGrid);
 }
 
-// One device word for "first bad index", kNoBad when none; allocated per call (plain cudaMalloc).
+// The device word behind BadFlag: one per device and host thread, allocated on first use (plain cudaMalloc)
+// and kept until the thread ends. A cudaMalloc/cudaFree pair per call would cost more than quantizing a few
+// MiB, and cudaFree waits for the whole device. Calls on one thread run one after another (each reads its
+// flag before returning), so they can share the word.
+unsigned long long* flag_word() {
+  struct Words {
+    std::vector<unsigned long long*> by_device;
+    ~Words() {
+      for (unsigned long long* w : by_device)
+        if (w) cudaFree(w);  // errors ignored: at process exit the runtime may already be gone
+    }
+  };
+  static thread_local Words words;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (static_cast<size_t>(dev) >= words.by_device.size()) words.by_device.resize(static_cast<size_t>(dev) + 1, nullptr);
+  unsigned long long*& w = words.by_device[static_cast<size_t>(dev)];
+  if (!w) CUDA_CHECK(cudaMalloc(&w, sizeof *w));
+  return w;
+}
+
+// One device word for "first bad index", kNoBad when none (set at construction, on the stream).
 class BadFlag {
  public:
-  explicit BadFlag(cudaStream_t s) : s_(s) {
-    CUDA_CHECK(cudaMalloc(&p_, sizeof *p_));
-    CUDA_CHECK(cudaMemsetAsync(p_, 0xFF, sizeof *p_, s_));
-  }
-  ~BadFlag() { cudaFree(p_); }  // no throw from a destructor; a sticky error shows at the next checked call
+  explicit BadFlag(cudaStream_t s) : s_(s), p_(flag_word()) { CUDA_CHECK(cudaMemsetAsync(p_, 0xFF, sizeof *p_, s_)); }
   BadFlag(const BadFlag&) = delete;
   BadFlag& operator=(const BadFlag&) = delete;
   unsigned long long* get() { return p_; }
