@@ -35,6 +35,7 @@ export function machine(extra: Row): Row {
     blas_core: info.blas_core,
     packed_isa: info.packed_isa,
     gemm_default: info.gemm_default,
+    crc32c: info.crc32c,
     openblas_env: openblasEnv(),
     loadavg_start: os.loadavg().map((x) => Number(x.toFixed(2))),
     date: new Date().toISOString(),

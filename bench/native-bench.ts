@@ -46,6 +46,7 @@ export interface NativeInfo {
   blas_core: string;
   packed_isa: string;
   gemm_default: string;
+  crc32c: string;
 }
 
 export function nativeInfo(): NativeInfo {

@@ -39,7 +39,7 @@ export function benchQuant(opts: BenchOptions): void {
 
   const memcpy = rows.find((r) => r.impl === 'limit' && r.op === 'memcpy');
   const limit = num(memcpy, 'GBps');
-  const speed = rows.filter((r) => r.impl === 'covenant' && r.op !== 'error');
+  const speed = rows.filter((r) => r.impl === 'covenant' && r.op !== 'error' && r.op !== 'crc32c');
   console.log(`\nint8 quantization, ${mib} MiB of fp32, ${threads} thread(s), ${speed[0]?.isa ?? '?'} kernels; ` +
     `limit: memcpy of the same fp32 bytes on the same threads, ${fmt(limit, 1)} GB/s`);
   console.log('GB/s = fp32 bytes (n·4) per second, as memcpy; traffic counts every byte read or written. ' +
@@ -47,6 +47,13 @@ export function benchQuant(opts: BenchOptions): void {
   printTable('Throughput (seconds = median rep)', ['block', 'op', 'ms', 'GB/s', '% memcpy', 'traffic GB/s'],
     speed.map((r) => [String(r.block), String(r.op), fmt(num(r, 'seconds') * 1e3, 2), fmt(num(r, 'GBps'), 1),
       `${fmt((100 * num(r, 'GBps')) / limit, 0)}%`, fmt(num(r, 'traffic_GBps'), 1)]));
+
+  // The all-reduce checksums every frame on one thread: CRC-32C per implementation, in cache and from memory.
+  const crc = rows.filter((r) => r.op === 'crc32c');
+  printTable(`CRC-32C, one thread (the all-reduce uses ${String(mach.crc32c)}); limit: memcpy ${fmt(limit, 1)} GB/s on ${threads} thread(s)`,
+    ['implementation', 'bytes', 'ms', 'GB/s'],
+    crc.map((r) => [String(r.crc), num(r, 'bytes') >= 1 << 20 ? `${fmt(num(r, 'bytes') / (1 << 20), 0)} MiB` : `${fmt(num(r, 'bytes') / 1024, 0)} KiB`,
+      fmt(num(r, 'seconds') * 1e3, 3), fmt(num(r, 'GBps'), 1)]));
 
   const err = rows.filter((r) => r.op === 'error');
   const kinds = [...new Set(err.map((r) => String(r.data)))];

@@ -34,6 +34,8 @@ export interface BuildInfo {
   gemmDefault: 'blas' | 'packed';
   packedIsa: string;
   hardwareThreads: number;
+  /** The CRC-32C the all-reduce frames use on this CPU: 'vpclmulqdq' (AVX-512), 'sse4.2' or 'portable'. */
+  crc32c: 'vpclmulqdq' | 'sse4.2' | 'portable';
   /** Built with the CUDA backend (a device may still be missing: Engine.create({device:'cuda'}) says). */
   cuda: boolean;
   /** GEMMs of the CUDA engine: 'cublas', 'own' (our kernel, where cuBLAS was not found) or 'none'. */

@@ -1,6 +1,7 @@
 // Addon entry: a flat export list. The core is plain C++; this layer only converts and schedules.
 #include <napi.h>
 
+#include "covenant/crc32c.h"
 #include "covenant/gemm.h"
 #ifdef COVENANT_HAVE_CUDA
 #include "covenant/cuda_gemm.h"
@@ -20,6 +21,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("gemmDefault", covenant::gemm_backend_name(covenant::gemm_default_backend()));
   o.Set("packedIsa", covenant::gemm_packed_isa());
   o.Set("hardwareThreads", covenant::ThreadPool::hardware_threads());
+  o.Set("crc32c", covenant::crc32c_impl_name(covenant::Crc32cImpl::Auto));
 #ifdef COVENANT_HAVE_CUDA
   o.Set("cuda", true);  // built with the CUDA backend (whether a device exists is Engine.create's question)
   o.Set("cudaGemm", covenant::cuda::gemm_impl_name(covenant::cuda::GpuGemmImpl::Auto));

@@ -45,6 +45,7 @@
 #include <thread>
 #include <vector>
 
+#include "covenant/crc32c.h"
 #include "covenant/gemm.h"
 #include "covenant/kernels.h"
 #include "covenant/quant.h"
@@ -140,6 +141,7 @@ int cmd_info() {
       .str("blas_core", gemm_have_blas() ? blas_core() : "none")
       .str("packed_isa", gemm_packed_isa())
       .str("gemm_default", gemm_backend_name(gemm_default_backend()))
+      .str("crc32c", crc32c_impl_name(Crc32cImpl::Auto))
       .integer("hardware_threads", ThreadPool::hardware_threads())
       .str("openblas_env", openblas_env())
       .print();
@@ -491,6 +493,19 @@ int cmd_quant(const Args& args) {
         .integer("traffic_bytes", (long long)(2 * bytes)).integer("threads", threads)
         .num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)
         .num("GBps", bytes / t.median / 1e9).num("traffic_GBps", 2 * bytes / t.median / 1e9).print();
+  }
+
+  // CRC-32C on one thread, as the all-reduce runs it: every implementation this CPU has, on a 128 KiB piece
+  // (in cache, as the receiver checksums what just arrived) and on the whole tensor (from memory).
+  for (Crc32cImpl impl : {Crc32cImpl::Portable, Crc32cImpl::Sse42, Crc32cImpl::Vpclmul}) {
+    if (!crc32c_impl_supported(impl)) continue;
+    for (size_t len : {size_t(128) << 10, size_t(bytes)}) {
+      uint32_t sink = 0;
+      Timing t = time_it([&] { sink = crc32c_extend_with(impl, sink, x.data(), len); }, min_seconds);
+      Row().str("impl", "covenant").str("op", "crc32c").str("crc", crc32c_impl_name(impl)).integer("bytes", (long long)len)
+          .integer("threads", 1).num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)
+          .num("GBps", len / t.median / 1e9).integer("sink", sink & 1).print();
+    }
   }
 
   auto gauss_err = randn(1 << 22, 33);
