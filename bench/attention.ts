@@ -19,6 +19,8 @@ const GPU_HEAD_SIZES = [64, 128];
 /** The case the targets are stated at, and the targets: covenant's TFLOP/s over torch-flash's. */
 const TARGET = { T: 4096, hs: 128, fwd: 1.0, bwd: 0.8 } as const;
 const PEERS = ['torch-flash', 'torch-cudnn'] as const;
+/** covenant's rows come once per B-operand loader of its kernels (row key b_loader); the first is the default. */
+const B_LOADERS = ['ldmatrix', 'lds16'] as const;
 
 export function benchAttention(opts: BenchOptions): void {
   const threads = opts.threads ?? os.availableParallelism();
@@ -50,9 +52,10 @@ export function benchAttention(opts: BenchOptions): void {
 }
 
 /**
- * The GPU rows: covenant's bf16 flash attention (impl 'covenant', device 'cuda') and the torch SDPA peer rows,
- * printed with their ratios, plus one ratio row per case and peer (kind 'ratio': covenant TFLOP/s over the
- * peer's, with the target where one is set). Where there is no GPU: one line and one row saying why.
+ * The GPU rows: covenant's bf16 flash attention (impl 'covenant', device 'cuda', once per B loader) and the torch
+ * SDPA peer rows, printed with their ratios, plus one ratio row per case, loader and peer (kind 'ratio': covenant
+ * TFLOP/s over the peer's, with the target where one is set; the targets are judged on the default loader).
+ * Where there is no GPU: one line and one row saying why.
  */
 export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
   const Ts = opts.quick ? [1024] : [1024, TARGET.T];
@@ -70,33 +73,39 @@ export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
   const peerRows = typeof peer === 'string' ? [] : peer;
   const measured = [...gpu.rows, ...peerRows].filter((r) => r.skipped === undefined);
 
-  const find = (impl: string, hs: number, T: number, causal: boolean, pass: string) =>
-    measured.find((r) => r.impl === impl && r.hs === hs && r.T === T && r.causal === causal && r.pass === pass);
+  const find = (impl: string, hs: number, T: number, causal: boolean, pass: string, loader?: string) =>
+    measured.find((r) => r.impl === impl && r.hs === hs && r.T === T && r.causal === causal && r.pass === pass &&
+      (loader === undefined || r.b_loader === loader));
   const ratios: Row[] = [];
   const body: string[][] = [];
   for (const hs of GPU_HEAD_SIZES)
     for (const T of Ts)
       for (const causal of [true, false])
-        for (const pass of ['fwd', 'bwd']) {
-          const c = find('covenant', hs, T, causal, pass);
-          const ratio = (impl: string) => num(c, 'tflops') / num(find(impl, hs, T, causal, pass), 'tflops');
-          for (const impl of PEERS) {
-            const target = hs === TARGET.hs && T === TARGET.T && impl === 'torch-flash' ? TARGET[pass as 'fwd' | 'bwd'] : undefined;
-            if (c && find(impl, hs, T, causal, pass)) {
-              ratios.push({ kind: 'ratio', impl: 'covenant', against: impl, device: 'cuda', op: 'attention', dtype: 'bf16',
-                pass, B: c.B, T, C: c.C, NH: c.NH, hs, causal, ratio: ratio(impl), ...(target !== undefined ? { target } : {}) });
+        for (const pass of ['fwd', 'bwd'])
+          for (const loader of B_LOADERS) {
+            const c = find('covenant', hs, T, causal, pass, loader);
+            const ratio = (impl: string) => num(c, 'tflops') / num(find(impl, hs, T, causal, pass), 'tflops');
+            for (const impl of PEERS) {
+              const target = hs === TARGET.hs && T === TARGET.T && impl === 'torch-flash' && loader === B_LOADERS[0]
+                ? TARGET[pass as 'fwd' | 'bwd'] : undefined;
+              if (c && find(impl, hs, T, causal, pass)) {
+                ratios.push({ kind: 'ratio', impl: 'covenant', b_loader: loader, against: impl, device: 'cuda', op: 'attention',
+                  dtype: 'bf16', pass, B: c.B, T, C: c.C, NH: c.NH, hs, causal, ratio: ratio(impl),
+                  ...(target !== undefined ? { target } : {}) });
+              }
             }
+            const vsLds16 = num(c, 'tflops') / num(find('covenant', hs, T, causal, pass, 'lds16'), 'tflops');
+            body.push([String(hs), String(num(c, 'NH')), String(T), causal ? 'causal' : 'full', pass, loader,
+              fmt(num(c, 'seconds') * 1e3, 3), fmt(num(c, 'tflops'), 1),
+              loader !== 'lds16' && Number.isFinite(vsLds16) ? `${fmt(vsLds16, 2)}×` : '-',
+              ...PEERS.map((impl) => fmt(num(find(impl, hs, T, causal, pass), 'tflops'), 1)),
+              ...PEERS.map((impl) => (Number.isFinite(ratio(impl)) ? `${fmt(ratio(impl), 2)}×` : '-'))]);
           }
-          body.push([String(hs), String(num(c, 'NH')), String(T), causal ? 'causal' : 'full', pass,
-            fmt(num(c, 'seconds') * 1e3, 3), fmt(num(c, 'tflops'), 1),
-            ...PEERS.map((impl) => fmt(num(find(impl, hs, T, causal, pass), 'tflops'), 1)),
-            ...PEERS.map((impl) => (Number.isFinite(ratio(impl)) ? `${fmt(ratio(impl), 2)}×` : '-'))]);
-        }
   console.log(`\nGPU attention, bf16, B=${GPU_B} C=${GPU_C} (NH = C/hs), on ${String(gpu.device.name)}; ` +
     'peer: torch scaled_dot_product_attention, FLASH and CUDNN backends, same shapes, same run');
   console.log('FLOPs: forward 4·B·NH·T²·hs, halved when causal; backward (alone, on the forward\'s out and lse) 2.5× forward.');
-  printTable('GPU attention rows (ms = median rep, CUDA events; ratio = covenant TFLOP/s / peer TFLOP/s)',
-    ['hs', 'NH', 'T', 'mask', 'pass', 'ms', 'TFLOP/s', 'flash TFLOP/s', 'cudnn TFLOP/s', '÷ flash', '÷ cudnn'], body);
+  printTable('GPU attention rows (ms = median rep, CUDA events; ratio = covenant TFLOP/s / peer TFLOP/s, or / its lds16 row\'s)',
+    ['hs', 'NH', 'T', 'mask', 'pass', 'B loader', 'ms', 'TFLOP/s', '÷ lds16', 'flash TFLOP/s', 'cudnn TFLOP/s', '÷ flash', '÷ cudnn'], body);
   if (typeof peer === 'string') console.log(`note: the torch peer rows are skipped: ${peer}`);
   for (const r of peerRows.filter((p) => p.skipped !== undefined && p.impl !== undefined)) {
     console.log(`note: ${String(r.impl)} refused hs=${String(r.hs)} T=${String(r.T)} ${r.causal ? 'causal' : 'full'}: ${String(r.skipped)}`);
@@ -106,12 +115,13 @@ export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
   } else {
     for (const causal of [true, false]) {
       const at = (pass: string) => ratios.find((r) => r.against === 'torch-flash' && r.hs === TARGET.hs && r.T === TARGET.T &&
-        r.causal === causal && r.pass === pass);
+        r.causal === causal && r.pass === pass && r.b_loader === B_LOADERS[0]);
       const say = (pass: 'fwd' | 'bwd') => {
         const r = num(at(pass), 'ratio');
         return `${pass} ${Number.isFinite(r) ? `${fmt(r, 2)}×` : '-'} (target ≥ ${fmt(TARGET[pass], 1)}×${Number.isFinite(r) ? (r >= TARGET[pass] ? ', met' : ', NOT met') : ', no peer row'})`;
       };
-      console.log(`target, covenant ÷ torch-flash at T=${TARGET.T} hs=${TARGET.hs} ${causal ? 'causal' : 'full'}: ${say('fwd')}, ${say('bwd')}`);
+      console.log(`target, covenant (${B_LOADERS[0]}) ÷ torch-flash at T=${TARGET.T} hs=${TARGET.hs} ${causal ? 'causal' : 'full'}: ` +
+        `${say('fwd')}, ${say('bwd')}`);
     }
   }
   return [...gpu.rows, ...peerRows, ...ratios, ...(typeof peer === 'string' ? PEERS.map((impl) => ({ impl, device: 'cuda', op: 'attention', skipped: peer })) : [])];

@@ -663,12 +663,15 @@ std::vector<float> qkv_part(const std::vector<float>& x, size_t rows, int C, int
 // |reference| of each tensor (the GPU rounds out and dqkv to bf16, 2^-9 relative, and P and dS to bf16 before
 // their products): out 2e-2; dq, dk, dv 3e-2 each, plus 1e-4 absolute (at T = 1, dq and dk are 0 up to
 // rounding); lse (fp32, scores accumulated exactly from bf16 products) 1e-3 absolute. T covers one row,
-// partial tiles, a tile multiple and several tiles.
-void test_attention() {
+// partial tiles, a tile multiple and several tiles. Run once per B-operand loader of the kernels
+// (cuda::set_attention_ldmatrix: ldmatrix.x2.trans, or the 16-bit loads), each its own test.
+void test_attention(bool ldmatrix) {
   if (g_sm_major < 8) {
     std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
     return;
   }
+  const bool before = cuda::attention_ldmatrix();
+  cuda::set_attention_ldmatrix(ldmatrix);
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreate(&stream));
   for (int hs : {64, 128})
@@ -707,7 +710,8 @@ void test_attention() {
         cuda::attention_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, C, NH, causal != 0, s);
         CUDA_CHECK(cudaDeviceSynchronize());
 
-        const std::string tag = fmt("attention hs=%d T=%d %s", hs, T, causal ? "causal" : "non-causal");
+        const std::string tag = fmt("attention (%s) hs=%d T=%d %s", ldmatrix ? "ldmatrix" : "lds16", hs, T,
+                                    causal ? "causal" : "non-causal");
         CHECK_CLOSE(bf16_to_floats(d_out.download()), out_r, 0.0, 2e-2 * max_abs(out_r), tag + " out");
         CHECK_CLOSE(d_lse.download(), lse_r, 0.0, 1e-3, tag + " lse");
         const auto dqkv = bf16_to_floats(d_dqkv.download());
@@ -718,6 +722,65 @@ void test_attention() {
         }
       }
   CUDA_CHECK(cudaStreamDestroy(stream));
+  cuda::set_attention_ldmatrix(before);
+}
+void test_attention_ldmatrix() { test_attention(true); }
+void test_attention_lds16() { test_attention(false); }
+
+// The two B loaders hand the tensor cores the same fragments (what the CPU emulation of ldmatrix showed), so
+// out, lse, delta and dqkv must agree bit for bit between them: a direct check of the ldmatrix path on the
+// device, which the tolerances above cannot give.
+void test_attention_loaders_agree() {
+  if (g_sm_major < 8) {
+    std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
+    return;
+  }
+  const bool before = cuda::attention_ldmatrix();
+  for (int hs : {64, 128})
+    for (int T : {17, 100, 130})
+      for (int causal = 1; causal >= 0; --causal) {
+        const int B = 2, NH = 2, C = NH * hs;
+        const size_t nqkv = size_t(B) * T * 3 * C, nout = size_t(B) * T * C, nlse = size_t(B) * NH * T;
+        std::vector<uint16_t> qkv_bits, dout_bits;
+        std::vector<float> qkv, dout;
+        bf16_gauss(qkv_bits, qkv, nqkv, 1.5f);
+        bf16_gauss(dout_bits, dout, nout, 1.0f);
+        Dev<uint16_t> d_qkv(nqkv), d_dout(nout);
+        d_qkv.upload(qkv_bits);
+        d_dout.upload(dout_bits);
+        std::vector<uint16_t> out[2], dqkv[2];
+        std::vector<float> lse[2], delta[2];
+        for (int v = 0; v < 2; ++v) {
+          cuda::set_attention_ldmatrix(v == 0);
+          Dev<uint16_t> d_out(nout), d_dqkv(nqkv);
+          Dev<float> d_lse(nlse), d_delta(nlse);
+          d_out.poison();
+          d_dqkv.poison();
+          d_lse.poison();
+          d_delta.poison();
+          cuda::attention_forward(d_out.p, d_lse.p, d_qkv.p, B, T, C, NH, causal != 0, nullptr);
+          cuda::attention_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, C, NH, causal != 0,
+                                   nullptr);
+          CUDA_CHECK(cudaDeviceSynchronize());
+          out[v] = d_out.download();
+          dqkv[v] = d_dqkv.download();
+          lse[v] = d_lse.download();
+          delta[v] = d_delta.download();
+        }
+        const std::string tag =
+            fmt("attention ldmatrix vs lds16 hs=%d T=%d %s", hs, T, causal ? "causal" : "non-causal");
+        size_t at = first_diff(out[0], out[1]);
+        CHECK(at == nout, "%s: out differs first at %zu (%04x vs %04x)", tag.c_str(), at, at < nout ? out[0][at] : 0,
+              at < nout ? out[1][at] : 0);
+        at = first_diff(dqkv[0], dqkv[1]);
+        CHECK(at == nqkv, "%s: dqkv differs first at %zu (row %zu, column %zu of 3C)", tag.c_str(), at,
+              at / (3 * size_t(C)), at % (3 * size_t(C)));
+        at = first_diff(lse[0], lse[1]);
+        CHECK(at == nlse, "%s: lse differs first at %zu", tag.c_str(), at);
+        at = first_diff(delta[0], delta[1]);
+        CHECK(at == nlse, "%s: delta differs first at %zu", tag.c_str(), at);
+      }
+  cuda::set_attention_ldmatrix(before);
 }
 
 // Bad dimensions are refused before anything is launched, naming the argument.
@@ -1140,7 +1203,9 @@ int main(int argc, char** argv) {
       {"gpu_gelu", test_gelu},
       {"gpu_crossentropy", test_crossentropy},
       {"gpu_adamw", test_adamw},
-      {"gpu_attention", test_attention},
+      {"gpu_attention_ldmatrix", test_attention_ldmatrix},
+      {"gpu_attention_lds16", test_attention_lds16},
+      {"gpu_attention_loaders_agree", test_attention_loaders_agree},
       {"gpu_layer_bad_args", test_layer_bad_args},
       {"gpu_gemm", test_gemm},
       {"gpu_attention_fp32", test_attention_fp32},

@@ -95,6 +95,13 @@ void attention_forward(uint16_t* out, float* lse, const uint16_t* qkv, int B, in
 // the forward's. Two kernels, no atomics: deterministic.
 void attention_backward(uint16_t* dqkv, float* delta, const uint16_t* dout, const uint16_t* qkv, const uint16_t* out,
                         const float* lse, int B, int T, int C, int NH, bool causal, void* stream);
+// How the two calls above load the B operand of their k-major products (P V, dS K, P^T dO, dS^T Q) from shared
+// memory: true (the default) one ldmatrix.x2.trans per fragment, false two 16-bit loads per register (the first
+// version). Both give the same fragments, so the same results bit for bit; kept both to test and time them on a
+// device. The default comes from COVENANT_ATTENTION_LDMATRIX, read at the first call ("0" selects the 16-bit
+// loads, anything else or unset ldmatrix); set_attention_ldmatrix overrides it for the calls that follow.
+bool attention_ldmatrix();
+void set_attention_ldmatrix(bool on);
 
 // ---- attention in fp32 (any head size, any compute capability): the GPT engine's fallback ----
 // The same contract as attention_forward / attention_backward above, causal only, on fp32 tensors: one thread

@@ -30,11 +30,17 @@
 // the lower-indexed element of each pair in the low 16 bits. A score accumulator (C layout) is reused as the
 // A operand of the next product by packing pairs (c0,c1), (c2,c3) of two adjacent n-tiles. Shared tiles are
 // row-major with rows padded by 8 bf16 (16 bytes), which makes every fragment load below bank-conflict free;
-// B operands whose k runs along a tile's rows (V in P V, K in dS K, Q and dO in the dk/dv products) are
-// gathered as two 16-bit loads per register.
+// B operands whose k runs along a tile's rows (V in P V, K in dS K, Q and dO in the dk/dv products) come from
+// load_b_rows_k: one ldmatrix.x2.trans per fragment (the default), or two 16-bit loads per register (the first
+// version); the kernels' LDSM template parameter picks it, the launchers pick that from attention_ldmatrix()
+// (include/covenant/cuda_kernels.h: COVENANT_ATTENTION_LDMATRIX, or set_attention_ldmatrix). Both give the same
+// fragments, bit for bit.
 #include <cuda_bf16.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.cuh"
 #include "covenant/cuda_kernels.h"
@@ -106,11 +112,24 @@ __device__ __forceinline__ void load_b_rows_n(uint32_t& b0, uint32_t& b1, const 
 }
 
 // B fragment (k0..k0+15, n0..n0+7) where B[k][n] = tile[k][n] (the tile's rows are B's rows: V in P V).
+// LDSM: one ldmatrix.m8n8.x2.trans. Its matrix 0 is tile rows k0..k0+7, matrix 1 rows k0+8..k0+15, columns
+// n0..n0+7 of both; lane 8j + r supplies the address of row r of matrix j, so lane (g, t) gives row
+// k0 + (lane & 15) = k0 + 4 (g & 3) + t (lanes 16-31 repeat 0-15; .x2 ignores them). .trans hands lane (g, t)
+// column g of rows 2t, 2t + 1 of each matrix, lower row in the low half: b0 and b1 exactly as the gathers below.
+// Every row address is 16-byte aligned (tile bases are, S * 2 = 144 or 272 bytes, n0 a multiple of 8); the 8 rows
+// of a matrix fall in distinct banks (consecutive rows start 4 banks apart: S * 2 bytes = 36 or 68 words); only
+// columns < HS are read. Otherwise (!LDSM) two 16-bit loads per register.
+template <bool LDSM>
 __device__ __forceinline__ void load_b_rows_k(uint32_t& b0, uint32_t& b1, const uint16_t* s, int S, int k0, int n0,
                                               int g, int t) {
-  const uint16_t* p = s + (k0 + 2 * t) * S + n0 + g;
-  b0 = pack_bits(p[0], p[S]);
-  b1 = pack_bits(p[8 * S], p[9 * S]);
+  if constexpr (LDSM) {
+    const uint32_t row = static_cast<uint32_t>(__cvta_generic_to_shared(s + (k0 + ((g & 3) << 2) + t) * S + n0));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(b0), "=r"(b1) : "r"(row));
+  } else {
+    const uint16_t* p = s + (k0 + 2 * t) * S + n0 + g;
+    b0 = pack_bits(p[0], p[S]);
+    b1 = pack_bits(p[8 * S], p[9 * S]);
+  }
 }
 
 // The A fragment for 16-column chunk kc of a 16 x (8 * NT) accumulator (C layout), rounded to bf16.
@@ -157,7 +176,7 @@ __device__ __forceinline__ void stage_rows(uint16_t* s, const uint16_t* src, siz
 // ---- forward ----
 
 // out (B,T,C) bf16, lse (B,NH,T) fp32 (OVERWRITE) from qkv (B,T,3C). grid (ceil(T/64), B*NH).
-template <int HS, bool CAUSAL>
+template <int HS, bool CAUSAL, bool LDSM>
 __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* __restrict__ out,
                                                                      float* __restrict__ lse,
                                                                      const uint16_t* __restrict__ qkv, int T, int C,
@@ -249,7 +268,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* _
 #pragma unroll
       for (int n = 0; n < NO; ++n) {
         uint32_t b0, b1;
-        load_b_rows_k(b0, b1, sV, S, kc * 16, n * 8, g, t);
+        load_b_rows_k<LDSM>(b0, b1, sV, S, kc * 16, n * 8, g, t);
         mma_bf16(o[n], pa, b0, b1);
       }
     }
@@ -274,7 +293,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* _
 // ---- backward, pass 1: dq (and delta) ----
 
 // The q part of dqkv (B,T,3C) and delta (B,NH,T) (OVERWRITE). grid (ceil(T/64), B*NH).
-template <int HS, bool CAUSAL>
+template <int HS, bool CAUSAL, bool LDSM>
 __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
     uint16_t* __restrict__ dqkv, float* __restrict__ delta, const uint16_t* __restrict__ dout,
     const uint16_t* __restrict__ qkv, const uint16_t* __restrict__ out, const float* __restrict__ lse, int T, int C,
@@ -361,7 +380,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
 #pragma unroll
       for (int n = 0; n < NO; ++n) {
         uint32_t b0, b1;
-        load_b_rows_k(b0, b1, sK, S, kc * 16, n * 8, g, t);
+        load_b_rows_k<LDSM>(b0, b1, sK, S, kc * 16, n * 8, g, t);
         mma_bf16(dq[n], a, b0, b1);
       }
     }
@@ -388,7 +407,7 @@ constexpr size_t dkdv_smem_bytes() {
 
 // The k and v parts of dqkv (B,T,3C) (OVERWRITE). grid (ceil(T/64), B*NH), dynamic shared memory
 // dkdv_smem_bytes<HS>(): K and V of the block's 64 keys, and the current query tile's Q, dO, lse and delta.
-template <int HS, bool CAUSAL>
+template <int HS, bool CAUSAL, bool LDSM>
 __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
     uint16_t* __restrict__ dqkv, const uint16_t* __restrict__ dout, const uint16_t* __restrict__ qkv,
     const float* __restrict__ lse, const float* __restrict__ delta, int T, int C, int NH, float scale,
@@ -474,9 +493,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
 #pragma unroll
       for (int n = 0; n < NO; ++n) {
         uint32_t b0, b1;
-        load_b_rows_k(b0, b1, sdO, S, kc * 16, n * 8, g, t);
+        load_b_rows_k<LDSM>(b0, b1, sdO, S, kc * 16, n * 8, g, t);
         mma_bf16(dv[n], pa, b0, b1);
-        load_b_rows_k(b0, b1, sQ, S, kc * 16, n * 8, g, t);
+        load_b_rows_k<LDSM>(b0, b1, sQ, S, kc * 16, n * 8, g, t);
         mma_bf16(dk[n], da, b0, b1);
       }
     }
@@ -541,28 +560,49 @@ void check_sm80(const char* who) {
                                 "this device has " + std::to_string(major) + ".x (use the CPU attention)");
 }
 
+// -1 until the first attention_ldmatrix() reads COVENANT_ATTENTION_LDMATRIX; then 1 (ldmatrix) or 0 (gathers).
+std::atomic<int> g_ldmatrix{-1};
+
+// The B loader of every kernel launched by one attention_forward / attention_backward call is chosen once per call.
 template <int HS, bool CAUSAL>
 void launch_forward(const Geometry& geo, uint16_t* out, float* lse, const uint16_t* qkv, int T, int C, int NH,
                     cudaStream_t s) {
-  attention_forward_kernel<HS, CAUSAL><<<geo.grid, kThreads, 0, s>>>(out, lse, qkv, T, C, NH, geo.scale_log2);
+  const auto kernel =
+      attention_ldmatrix() ? attention_forward_kernel<HS, CAUSAL, true> : attention_forward_kernel<HS, CAUSAL, false>;
+  kernel<<<geo.grid, kThreads, 0, s>>>(out, lse, qkv, T, C, NH, geo.scale_log2);
   CUDA_CHECK_LAUNCH("attention_forward_kernel");
 }
 
 template <int HS, bool CAUSAL>
 void launch_backward(const Geometry& geo, uint16_t* dqkv, float* delta, const uint16_t* dout, const uint16_t* qkv,
                      const uint16_t* out, const float* lse, int T, int C, int NH, cudaStream_t s) {
-  attention_backward_dq_kernel<HS, CAUSAL><<<geo.grid, kThreads, 0, s>>>(dqkv, delta, dout, qkv, out, lse, T, C, NH,
-                                                                         geo.scale, geo.scale_log2);
+  const bool ldsm = attention_ldmatrix();
+  const auto dq =
+      ldsm ? attention_backward_dq_kernel<HS, CAUSAL, true> : attention_backward_dq_kernel<HS, CAUSAL, false>;
+  const auto dkdv =
+      ldsm ? attention_backward_dkdv_kernel<HS, CAUSAL, true> : attention_backward_dkdv_kernel<HS, CAUSAL, false>;
+  dq<<<geo.grid, kThreads, 0, s>>>(dqkv, delta, dout, qkv, out, lse, T, C, NH, geo.scale, geo.scale_log2);
   CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
   constexpr size_t smem = dkdv_smem_bytes<HS>();
-  CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<HS, CAUSAL>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  attention_backward_dkdv_kernel<HS, CAUSAL><<<geo.grid, kThreads, smem, s>>>(dqkv, dout, qkv, lse, delta, T, C, NH,
-                                                                              geo.scale, geo.scale_log2);
+  CUDA_CHECK(cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  dkdv<<<geo.grid, kThreads, smem, s>>>(dqkv, dout, qkv, lse, delta, T, C, NH, geo.scale, geo.scale_log2);
   CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");
 }
 
 }  // namespace
+
+bool attention_ldmatrix() {
+  int v = g_ldmatrix.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv("COVENANT_ATTENTION_LDMATRIX");
+    int expected = -1;
+    g_ldmatrix.compare_exchange_strong(expected, env && std::strcmp(env, "0") == 0 ? 0 : 1);
+    v = g_ldmatrix.load(std::memory_order_relaxed);
+  }
+  return v != 0;
+}
+
+void set_attention_ldmatrix(bool on) { g_ldmatrix.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void attention_forward(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH, bool causal,
                        void* stream) {
