@@ -7,7 +7,8 @@
 #              $BUILD_DIR (default build-gpu)
 #   gpu-tests  $BUILD_DIR/bin/covenant_native_gpu_tests: every kernel against the CPU path, the 20-step engine run,
 #              the round delta bit for bit (seed printed; COVENANT_GPU_TEST_SEED repeats it)
-#   sanitize   compute-sanitizer racecheck and memcheck on the attention tests (where the toolkit has it)
+#   sanitize   compute-sanitizer racecheck and memcheck on the attention test of the default (ldmatrix) loader,
+#              where the toolkit has it
 #   attention  covenant_native_gpu_bench attention at B=8, T=1024,4096, D=64 (H=32) and 128 (H=16), beside
 #              bench/peers/torch_sdpa.py (FLASH and CUDNN) in the same run  → $OUT/attention.jsonl
 #   quant      covenant_native_gpu_bench quant --mib 256 (beside the device-to-device copy) → $OUT/quant.jsonl
@@ -15,7 +16,9 @@
 #              with CUDA, the jest GPU cases, and `npm run bench -- train` (GPU rows: gpt2 B=16 T=1024 beside
 #              PyTorch eager and torch.compile)
 # STEPS="build gpu-tests sanitize attention quant node" (the default) picks steps; the build step is needed once per
-# machine. Exit status: non-zero when any step failed; a skipped step (no torch, no node) is not a failure.
+# machine. For a window of ~10 minutes, run the essentials first, in one call that fits the per-command limit:
+#   STEPS="build gpu-tests attention quant" (correctness of every kernel, then the attention and quant figures),
+# then, if time is left on the still-warm machine, STEPS="sanitize node" (the build stays in $BUILD_DIR). Exit status: non-zero when any step failed; a skipped step (no torch, no node) is not a failure.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${OUT:-$ROOT/gpu-check-out}"
@@ -54,8 +57,8 @@ step gpu-tests "$B"/bin/covenant_native_gpu_tests
 # Races between warps and out-of-bounds accesses in the attention kernels, on the tests' small sizes (what a
 # CPU emulation of the kernels cannot show). Bounded, so a slow sanitizer cannot eat the device window.
 sanitize() {
-  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 1 "$B"/bin/covenant_native_gpu_tests gpu_attention &&
-    timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 "$B"/bin/covenant_native_gpu_tests gpu_attention
+  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 1 "$B"/bin/covenant_native_gpu_tests gpu_attention_ldmatrix &&
+    timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 "$B"/bin/covenant_native_gpu_tests gpu_attention_ldmatrix
 }
 if command -v compute-sanitizer >/dev/null; then
   step sanitize sanitize
