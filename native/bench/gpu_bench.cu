@@ -17,9 +17,11 @@
 //
 // attention: cuda::attention_forward / attention_backward (include/covenant/cuda_kernels.h), bf16, for each
 // head size hs in --hs with NH = C/hs heads, each T, causal and not, and each of the kernels' two B-operand
-// loaders (cuda::set_attention_ldmatrix), timed one after the other per case. Rows: impl 'covenant', pass 'fwd'
-// or 'bwd' (the backward alone, on the forward's out and lse), b_loader 'ldmatrix' (ldmatrix.x2.trans, the
-// default) or 'lds16' (two 16-bit shared loads per register). FLOPs: forward 4*B*NH*T^2*hs (the two (T,T,hs)
+// loaders (cuda::set_attention_ldmatrix), timed one after the other per case; the forward with each of its two
+// stagings (cuda::set_attention_pipeline). Rows: impl 'covenant', pass 'fwd' or 'bwd' (the backward alone, on
+// the forward's out and lse), b_loader 'ldmatrix' (ldmatrix.x2.trans, the default) or 'lds16' (two 16-bit
+// shared loads per register); fwd rows also pipeline true (K and V tiles by cp.async, double-buffered, the
+// default) or false (plain loads and stores, one buffer). FLOPs: forward 4*B*NH*T^2*hs (the two (T,T,hs)
 // matmuls QK^T and PV), halved when causal; backward 2.5x the forward (five matmuls against two). Softmax and
 // exp are not counted. tflops = flops / seconds / 1e12.
 //
@@ -244,8 +246,8 @@ std::vector<float> bf16_floats(const std::vector<uint16_t>& bits) {
 }
 
 // One small case (B = 1, NH = 2, T = 200: partial tiles) against attention_ref64 before anything is timed, with
-// the B loader currently set. Tolerances as the GPU suite's (native/tests/gpu_tests.cu): out 2e-2, dqkv 3e-2 of
-// the largest |reference|, lse 1e-3 absolute.
+// the B loader and the forward staging currently set. Tolerances as the GPU suite's (native/tests/gpu_tests.cu):
+// out 2e-2, dqkv 3e-2 of the largest |reference|, lse 1e-3 absolute.
 void check_attention(int hs, bool causal, cudaStream_t stream) {
   const int B = 1, NH = 2, C = NH * hs, T = 200;
   const size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, nlse = (size_t)B * NH * T;
@@ -265,7 +267,8 @@ void check_attention(int hs, bool causal, cudaStream_t stream) {
   double e_lse = 0;
   for (size_t i = 0; i < nlse; ++i) e_lse = std::max(e_lse, std::isnan(lse_g[i]) ? INFINITY : std::fabs(lse_g[i] - lse_r[i]));
   const std::string tag = "hs=" + std::to_string(hs) + (causal ? " causal" : " non-causal") +
-                          (cuda::attention_ldmatrix() ? " (ldmatrix)" : " (lds16)");
+                          (cuda::attention_ldmatrix() ? " (ldmatrix" : " (lds16") +
+                          (cuda::attention_pipeline() ? ", pipelined)" : ", plain staging)");
   if (!(e_out < 2e-2 && e_dqkv < 3e-2 && e_lse < 1e-3))
     fail("attention " + tag + " disagrees with the fp64 reference at B=1 T=200 NH=2: out error " +
          std::to_string(e_out) + " (tolerance 2e-2), dqkv error " + std::to_string(e_dqkv) + " (3e-2), lse error " +
@@ -310,12 +313,14 @@ int cmd_attention(const AttentionOptions& o) {
   }
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreate(&stream));
-  const bool default_loader = cuda::attention_ldmatrix();
-  for (bool ldmatrix : {true, false}) {
-    cuda::set_attention_ldmatrix(ldmatrix);
-    for (int hs : head_sizes)
-      for (bool causal : {true, false}) check_attention(hs, causal, stream);
-  }
+  const bool default_loader = cuda::attention_ldmatrix(), default_pipeline = cuda::attention_pipeline();
+  for (bool ldmatrix : {true, false})
+    for (bool pipeline : {true, false}) {
+      cuda::set_attention_ldmatrix(ldmatrix);
+      cuda::set_attention_pipeline(pipeline);
+      for (int hs : head_sizes)
+        for (bool causal : {true, false}) check_attention(hs, causal, stream);
+    }
 
   // One set of buffers for the largest T: qkv, dqkv (B,T,3C); out, dout (B,T,C); lse, delta (B,NH,T) with NH
   // at most C/64.
@@ -340,16 +345,22 @@ int cmd_attention(const AttentionOptions& o) {
           const char* pass;
           std::function<void()> fn;
           double flops;
+          int pipeline;  // the forward's staging: 1 pipelined, 0 plain; -1: not a forward row
         };
-        const Pass passes[] = {{"fwd", fwd, fwd_flops}, {"bwd", bwd, 2.5 * fwd_flops}};
+        // The plain forward first, so the pipelined (default) one leaves the out and lse the bwd reads (the same
+        // bits either way).
+        const Pass passes[] = {
+            {"fwd", fwd, fwd_flops, 0}, {"fwd", fwd, fwd_flops, 1}, {"bwd", bwd, 2.5 * fwd_flops, -1}};
         for (bool ldmatrix : {true, false}) {
           cuda::set_attention_ldmatrix(ldmatrix);
           for (const Pass& p : passes) {
-            const Timing t = time_device(p.fn, stream, min_seconds);  // bwd reads the out and lse fwd left
-            cuda_row()
-                .str("impl", "covenant").str("op", "attention").str("dtype", "bf16").str("pass", p.pass)
-                .str("b_loader", ldmatrix ? "ldmatrix" : "lds16")
-                .integer("B", B).integer("T", T).integer("C", C).integer("NH", NH).integer("hs", hs)
+            if (p.pipeline >= 0) cuda::set_attention_pipeline(p.pipeline != 0);
+            const Timing t = time_device(p.fn, stream, min_seconds);
+            Row row = cuda_row();
+            row.str("impl", "covenant").str("op", "attention").str("dtype", "bf16").str("pass", p.pass)
+                .str("b_loader", ldmatrix ? "ldmatrix" : "lds16");
+            if (p.pipeline >= 0) row.boolean("pipeline", p.pipeline != 0);
+            row.integer("B", B).integer("T", T).integer("C", C).integer("NH", NH).integer("hs", hs)
                 .boolean("causal", causal)
                 .num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)
                 .num("flops", p.flops).num("tflops", p.flops / t.median / 1e12)
@@ -359,6 +370,7 @@ int cmd_attention(const AttentionOptions& o) {
       }
   }
   cuda::set_attention_ldmatrix(default_loader);
+  cuda::set_attention_pipeline(default_pipeline);
   CUDA_CHECK(cudaStreamDestroy(stream));
   return 0;
 }

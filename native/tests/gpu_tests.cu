@@ -664,14 +664,17 @@ std::vector<float> qkv_part(const std::vector<float>& x, size_t rows, int C, int
 // their products): out 2e-2; dq, dk, dv 3e-2 each, plus 1e-4 absolute (at T = 1, dq and dk are 0 up to
 // rounding); lse (fp32, scores accumulated exactly from bf16 products) 1e-3 absolute. T covers one row,
 // partial tiles, a tile multiple and several tiles. Run once per B-operand loader of the kernels
-// (cuda::set_attention_ldmatrix: ldmatrix.x2.trans, or the 16-bit loads), each its own test.
-void test_attention(bool ldmatrix) {
+// (cuda::set_attention_ldmatrix: ldmatrix.x2.trans, or the 16-bit loads) with the forward's default cp.async
+// pipeline, and once (ldmatrix) with the forward's plain staging (cuda::set_attention_pipeline(false)), each
+// its own test.
+void test_attention(bool ldmatrix, bool pipeline) {
   if (g_sm_major < 8) {
     std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
     return;
   }
-  const bool before = cuda::attention_ldmatrix();
+  const bool before = cuda::attention_ldmatrix(), pipeline_before = cuda::attention_pipeline();
   cuda::set_attention_ldmatrix(ldmatrix);
+  cuda::set_attention_pipeline(pipeline);
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreate(&stream));
   for (int hs : {64, 128})
@@ -710,8 +713,8 @@ void test_attention(bool ldmatrix) {
         cuda::attention_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, C, NH, causal != 0, s);
         CUDA_CHECK(cudaDeviceSynchronize());
 
-        const std::string tag = fmt("attention (%s) hs=%d T=%d %s", ldmatrix ? "ldmatrix" : "lds16", hs, T,
-                                    causal ? "causal" : "non-causal");
+        const std::string tag = fmt("attention (%s, %s) hs=%d T=%d %s", ldmatrix ? "ldmatrix" : "lds16",
+                                    pipeline ? "pipelined" : "plain staging", hs, T, causal ? "causal" : "non-causal");
         CHECK_CLOSE(bf16_to_floats(d_out.download()), out_r, 0.0, 2e-2 * max_abs(out_r), tag + " out");
         CHECK_CLOSE(d_lse.download(), lse_r, 0.0, 1e-3, tag + " lse");
         const auto dqkv = bf16_to_floats(d_dqkv.download());
@@ -723,9 +726,11 @@ void test_attention(bool ldmatrix) {
       }
   CUDA_CHECK(cudaStreamDestroy(stream));
   cuda::set_attention_ldmatrix(before);
+  cuda::set_attention_pipeline(pipeline_before);
 }
-void test_attention_ldmatrix() { test_attention(true); }
-void test_attention_lds16() { test_attention(false); }
+void test_attention_ldmatrix() { test_attention(true, true); }
+void test_attention_lds16() { test_attention(false, true); }
+void test_attention_unpipelined() { test_attention(true, false); }
 
 // The two B loaders hand the tensor cores the same fragments (what the CPU emulation of ldmatrix showed), so
 // out, lse, delta and dqkv must agree bit for bit between them: a direct check of the ldmatrix path on the
@@ -781,6 +786,59 @@ void test_attention_loaders_agree() {
         CHECK(at == nlse, "%s: delta differs first at %zu", tag.c_str(), at);
       }
   cuda::set_attention_ldmatrix(before);
+}
+
+// The forward's two stagings (cuda::set_attention_pipeline: cp.async double-buffered, or plain loads and stores)
+// put the same K and V tiles in front of the same arithmetic (what the CPU emulation of the pipeline showed), so
+// out and lse must agree bit for bit between them, with either B loader; and neither leaves an output unwritten
+// (out and lse start poisoned, 0xFF bytes: a NaN). T: one row, partial tiles, a tile multiple, one past it, and
+// up to 16 tiles (the double buffer cycled many times).
+void test_attention_pipeline_agree() {
+  if (g_sm_major < 8) {
+    std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
+    return;
+  }
+  const bool before = cuda::attention_ldmatrix(), pipeline_before = cuda::attention_pipeline();
+  for (int ldmatrix = 1; ldmatrix >= 0; --ldmatrix)
+    for (int hs : {64, 128})
+      for (int T : {1, 17, 64, 65, 100, 130, 257, 1000})
+        for (int causal = 1; causal >= 0; --causal) {
+          const int B = 2, NH = 2, C = NH * hs;
+          const size_t nqkv = size_t(B) * T * 3 * C, nout = size_t(B) * T * C, nlse = size_t(B) * NH * T;
+          std::vector<uint16_t> qkv_bits;
+          std::vector<float> qkv;
+          bf16_gauss(qkv_bits, qkv, nqkv, 1.5f);
+          Dev<uint16_t> d_qkv(nqkv);
+          d_qkv.upload(qkv_bits);
+          cuda::set_attention_ldmatrix(ldmatrix != 0);
+          std::vector<uint16_t> out[2];
+          std::vector<float> lse[2];
+          for (int v = 0; v < 2; ++v) {
+            cuda::set_attention_pipeline(v == 0);
+            Dev<uint16_t> d_out(nout);
+            Dev<float> d_lse(nlse);
+            d_out.poison();
+            d_lse.poison();
+            cuda::attention_forward(d_out.p, d_lse.p, d_qkv.p, B, T, C, NH, causal != 0, nullptr);
+            CUDA_CHECK(cudaDeviceSynchronize());
+            out[v] = d_out.download();
+            lse[v] = d_lse.download();
+          }
+          const std::string tag = fmt("attention forward (%s) pipelined vs plain staging hs=%d T=%d %s",
+                                      ldmatrix ? "ldmatrix" : "lds16", hs, T, causal ? "causal" : "non-causal");
+          size_t at = first_diff(out[0], out[1]);
+          CHECK(at == nout, "%s: out differs first at %zu (row %zu, column %zu; %04x vs %04x)", tag.c_str(), at,
+                at / size_t(C), at % size_t(C), at < nout ? out[0][at] : 0, at < nout ? out[1][at] : 0);
+          at = first_diff(lse[0], lse[1]);
+          CHECK(at == nlse, "%s: lse differs first at %zu", tag.c_str(), at);
+          size_t nan_out = 0, nan_lse = 0;
+          for (uint16_t x : out[0]) nan_out += (x & 0x7fffu) > 0x7f80u;
+          for (float x : lse[0]) nan_lse += std::isnan(x);
+          CHECK(nan_out == 0 && nan_lse == 0, "%s: %zu NaN in out, %zu in lse (unwritten or poisoned reads)",
+                tag.c_str(), nan_out, nan_lse);
+        }
+  cuda::set_attention_ldmatrix(before);
+  cuda::set_attention_pipeline(pipeline_before);
 }
 
 // Bad dimensions are refused before anything is launched, naming the argument.
@@ -1205,7 +1263,9 @@ int main(int argc, char** argv) {
       {"gpu_adamw", test_adamw},
       {"gpu_attention_ldmatrix", test_attention_ldmatrix},
       {"gpu_attention_lds16", test_attention_lds16},
+      {"gpu_attention_unpipelined", test_attention_unpipelined},
       {"gpu_attention_loaders_agree", test_attention_loaders_agree},
+      {"gpu_attention_pipeline_agree", test_attention_pipeline_agree},
       {"gpu_layer_bad_args", test_layer_bad_args},
       {"gpu_gemm", test_gemm},
       {"gpu_attention_fp32", test_attention_fp32},

@@ -13,7 +13,12 @@
 //   forward     - a block owns 64 query rows, a warp 16 of them; the warp keeps its Q fragments and its O
 //                 accumulator in registers, and walks 64-key tiles of K and V staged in shared memory:
 //                 S = Q K^T, online softmax (running max m, running sum l), O += P V. Causal blocks stop at
-//                 their last row's diagonal, and are launched heaviest first.
+//                 their last row's diagonal, and are launched heaviest first. Staging (template parameter
+//                 PIPE, chosen by attention_pipeline()): by default cp.async into two buffers each of K and V,
+//                 tile j+1's copies issued before tile j is computed, so their latency hides behind it; or
+//                 (the first version) plain 16-byte loads and stores into one buffer each, between two
+//                 barriers, with nothing in flight while a tile is computed. The same tiles either way, so the
+//                 same results bit for bit.
 //   backward    - two kernels, no atomics (deterministic):
 //     dq pass   - like the forward (64 query rows per block; 64-key tiles, or 32 when hs = 128 to stay within
 //                 registers): D = rowsum(dO * O) for its rows (written to delta), then per key tile
@@ -54,6 +59,7 @@ constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kBlockRows = 16 * kWarps;  // query rows per forward / dq block, keys per dk/dv block
 constexpr int kDkdvQueryTile = 32;       // query rows per step of the dk/dv pass
+constexpr int kForwardKeyTile = 64;      // keys per tile of the forward
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -159,34 +165,73 @@ __device__ __forceinline__ float quad_max(float v) {
   return v;
 }
 
-// Copies rows [r0, r0 + R) (HS bf16 each, rows of `ld` in src) into the shared tile s (R, HS + 8) with 16-byte
-// loads and stores; rows at or past T become zero (a masked probability times a zero is 0, never NaN).
-template <int HS, int R>
+// ---- asynchronous copies (sm_80 and later) ----
+
+// One 16-byte cp.async.cg (global -> shared, L1 bypassed) of dst <- src, asynchronous to the issuing thread.
+// src_bytes 16 copies; src_bytes 0 reads nothing and writes 16 zero bytes (the zero-fill form; src must still be
+// a valid address). Both addresses 16-byte aligned.
+__device__ __forceinline__ void cp_async16(uint16_t* dst, const uint16_t* src, int src_bytes) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "r"(src_bytes)
+               : "memory");
+}
+// Closes this thread's group of the copies it issued since its last commit (an empty group if none).
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are pending: every older group has landed. Other
+// threads see the data only after a barrier that follows the wait.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Copies rows [r0, r0 + R) (HS bf16 each, rows of `ld` in src) into the shared tile s (R, HS + 8) in 16-byte
+// chunks, chunk idx to thread idx % kThreads; rows at or past T become zero (a masked probability times a zero
+// is 0, never NaN). !ASYNC: plain loads and stores, done when this returns (visible to the other threads after a
+// barrier). ASYNC: cp.async copies issued and not waited for (see cp_async_wait); a row at or past T is a
+// zero-fill copy (src_bytes 0) that names row T - 1 (T >= 1), so no address out of bounds is ever given.
+template <int HS, int R, bool ASYNC = false>
 __device__ __forceinline__ void stage_rows(uint16_t* s, const uint16_t* src, size_t ld, int r0, int T) {
   constexpr int kChunks = HS / 8;
   constexpr int S = HS + 8;
   for (int idx = threadIdx.x; idx < R * kChunks; idx += kThreads) {
     const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (r0 + r < T) v = *reinterpret_cast<const uint4*>(src + size_t(r0 + r) * ld + c);
-    *reinterpret_cast<uint4*>(s + r * S + c) = v;
+    const bool in = r0 + r < T;
+    if constexpr (ASYNC) {
+      cp_async16(s + r * S + c, src + size_t(in ? r0 + r : T - 1) * ld + c, in ? 16 : 0);
+    } else {
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (in) v = *reinterpret_cast<const uint4*>(src + size_t(r0 + r) * ld + c);
+      *reinterpret_cast<uint4*>(s + r * S + c) = v;
+    }
   }
 }
 
 // ---- forward ----
 
-// out (B,T,C) bf16, lse (B,NH,T) fp32 (OVERWRITE) from qkv (B,T,3C). grid (ceil(T/64), B*NH).
-template <int HS, bool CAUSAL, bool LDSM>
+// Dynamic shared memory of the forward: K and V tiles (kForwardKeyTile, HS + 8) bf16, two of each when PIPE
+// (the plain staging's one of each were static shared arrays in the first version; the same bytes).
+// hs 128 pipelined: 68 KiB, above the 48 KiB a launch gets without cudaFuncSetAttribute.
+template <int HS, bool PIPE>
+constexpr size_t forward_smem_bytes() {
+  return (PIPE ? 4 : 2) * size_t(kForwardKeyTile) * (HS + 8) * sizeof(uint16_t);
+}
+
+// out (B,T,C) bf16, lse (B,NH,T) fp32 (OVERWRITE) from qkv (B,T,3C). grid (ceil(T/64), B*NH), dynamic shared
+// memory forward_smem_bytes<HS, PIPE>().
+template <int HS, bool CAUSAL, bool LDSM, bool PIPE>
 __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* __restrict__ out,
                                                                      float* __restrict__ lse,
                                                                      const uint16_t* __restrict__ qkv, int T, int C,
                                                                      int NH, float scale_log2) {
-  constexpr int BK = 64;  // keys per tile
+  constexpr int BK = kForwardKeyTile;
   constexpr int S = HS + 8;
   constexpr int NK = BK / 8;  // score n-tiles
   constexpr int NO = HS / 8;  // output n-tiles
-  __shared__ __align__(16) uint16_t sK[BK * S];
-  __shared__ __align__(16) uint16_t sV[BK * S];
+  constexpr int kBuffers = PIPE ? 2 : 1;
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint16_t* const sK0 = reinterpret_cast<uint16_t*>(smem);  // kBuffers K tiles (BK, S), then as many V tiles
+  uint16_t* const sV0 = sK0 + kBuffers * BK * S;
 
   const int qtile = CAUSAL ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
@@ -197,7 +242,14 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* _
   const uint16_t* v_src = q_src + 2 * size_t(C);
   const int q0 = qtile * kBlockRows;
   const int ra = q0 + warp * 16 + g, rb = ra + 8;  // this thread's two rows
+  const int kend = CAUSAL ? min(T, q0 + kBlockRows) : T;
 
+  // PIPE: tile 0's copies go out first (buffer 0), in flight while Q is read.
+  if constexpr (PIPE) {
+    stage_rows<HS, BK, true>(sK0, k_src, ld, 0, T);
+    stage_rows<HS, BK, true>(sV0, v_src, ld, 0, T);
+    cp_async_commit();
+  }
   uint32_t qf[HS / 16][4];
   load_a_rows_global<HS>(qf, q_src, ld, ra, rb, T, t);
   float o[NO][4];
@@ -205,12 +257,25 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* _
   float ma = -INFINITY, mb = -INFINITY;  // running max (log2 domain), rows ra and rb
   float la = 0.f, lb = 0.f;              // this thread's part of the running sums
 
-  const int kend = CAUSAL ? min(T, q0 + kBlockRows) : T;
+  // PIPE: tile i is in buffer i % 2; cur is this tile's offset in sK0 / sV0, nxt the other buffer's.
+  int cur = 0, nxt = PIPE ? BK * S : 0;
   for (int k0 = 0; k0 < kend; k0 += BK) {
-    __syncthreads();  // every warp is done with the previous tile
-    stage_rows<HS, BK>(sK, k_src, ld, k0, T);
-    stage_rows<HS, BK>(sV, v_src, ld, k0, T);
+    // Every warp is done with the previous tile: its buffer (PIPE: the one the next tile's copies refill) is free.
     __syncthreads();
+    if constexpr (PIPE) {
+      if (k0 + BK < kend) {
+        stage_rows<HS, BK, true>(sK0 + nxt, k_src, ld, k0 + BK, T);
+        stage_rows<HS, BK, true>(sV0 + nxt, v_src, ld, k0 + BK, T);
+      }
+      cp_async_commit();   // the next tile's group (empty on the last tile)
+      cp_async_wait<1>();  // only that group may still be pending: this thread's copies of this tile have landed
+    } else {
+      stage_rows<HS, BK>(sK0, k_src, ld, k0, T);
+      stage_rows<HS, BK>(sV0, v_src, ld, k0, T);
+    }
+    __syncthreads();  // the tile, from every thread's copies, is visible to every warp
+    const uint16_t* const sK = sK0 + cur;
+    const uint16_t* const sV = sV0 + cur;
 
     float s[NK][4];
     zero(s);
@@ -272,6 +337,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* _
         mma_bf16(o[n], pa, b0, b1);
       }
     }
+    const int was = cur;
+    cur = nxt;
+    nxt = was;
   }
 
   la = quad_sum(la);
@@ -562,15 +630,41 @@ void check_sm80(const char* who) {
 
 // -1 until the first attention_ldmatrix() reads COVENANT_ATTENTION_LDMATRIX; then 1 (ldmatrix) or 0 (gathers).
 std::atomic<int> g_ldmatrix{-1};
+// -1 until the first attention_pipeline() reads COVENANT_ATTENTION_PIPELINE; then 1 (cp.async) or 0 (plain).
+std::atomic<int> g_pipeline{-1};
 
-// The B loader of every kernel launched by one attention_forward / attention_backward call is chosen once per call.
+// A switch that defaults to on: the first read takes it from the environment variable `name` ("0" = off,
+// anything else or unset = on), unless a setter stored it first; later reads return what is stored.
+bool env_switch(std::atomic<int>& slot, const char* name) {
+  int v = slot.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv(name);
+    int expected = -1;
+    slot.compare_exchange_strong(expected, env && std::strcmp(env, "0") == 0 ? 0 : 1);
+    v = slot.load(std::memory_order_relaxed);
+  }
+  return v != 0;
+}
+
+template <int HS, bool CAUSAL, bool PIPE>
+void launch_forward_staged(const Geometry& geo, bool ldsm, uint16_t* out, float* lse, const uint16_t* qkv, int T,
+                           int C, int NH, cudaStream_t s) {
+  const auto kernel =
+      ldsm ? attention_forward_kernel<HS, CAUSAL, true, PIPE> : attention_forward_kernel<HS, CAUSAL, false, PIPE>;
+  constexpr size_t smem = forward_smem_bytes<HS, PIPE>();
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<geo.grid, kThreads, smem, s>>>(out, lse, qkv, T, C, NH, geo.scale_log2);
+  CUDA_CHECK_LAUNCH("attention_forward_kernel");
+}
+
+// The B loader of every kernel launched by one attention_forward / attention_backward call is chosen once per call,
+// and so is the forward's staging.
 template <int HS, bool CAUSAL>
 void launch_forward(const Geometry& geo, uint16_t* out, float* lse, const uint16_t* qkv, int T, int C, int NH,
                     cudaStream_t s) {
-  const auto kernel =
-      attention_ldmatrix() ? attention_forward_kernel<HS, CAUSAL, true> : attention_forward_kernel<HS, CAUSAL, false>;
-  kernel<<<geo.grid, kThreads, 0, s>>>(out, lse, qkv, T, C, NH, geo.scale_log2);
-  CUDA_CHECK_LAUNCH("attention_forward_kernel");
+  const bool ldsm = attention_ldmatrix();
+  if (attention_pipeline()) launch_forward_staged<HS, CAUSAL, true>(geo, ldsm, out, lse, qkv, T, C, NH, s);
+  else launch_forward_staged<HS, CAUSAL, false>(geo, ldsm, out, lse, qkv, T, C, NH, s);
 }
 
 template <int HS, bool CAUSAL>
@@ -591,18 +685,13 @@ void launch_backward(const Geometry& geo, uint16_t* dqkv, float* delta, const ui
 
 }  // namespace
 
-bool attention_ldmatrix() {
-  int v = g_ldmatrix.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* env = std::getenv("COVENANT_ATTENTION_LDMATRIX");
-    int expected = -1;
-    g_ldmatrix.compare_exchange_strong(expected, env && std::strcmp(env, "0") == 0 ? 0 : 1);
-    v = g_ldmatrix.load(std::memory_order_relaxed);
-  }
-  return v != 0;
-}
+bool attention_ldmatrix() { return env_switch(g_ldmatrix, "COVENANT_ATTENTION_LDMATRIX"); }
 
 void set_attention_ldmatrix(bool on) { g_ldmatrix.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+bool attention_pipeline() { return env_switch(g_pipeline, "COVENANT_ATTENTION_PIPELINE"); }
+
+void set_attention_pipeline(bool on) { g_pipeline.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void attention_forward(uint16_t* out, float* lse, const uint16_t* qkv, int B, int T, int C, int NH, bool causal,
                        void* stream) {
