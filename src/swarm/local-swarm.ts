@@ -144,6 +144,17 @@ export class LocalSwarm {
     return this.o.workerData === 'fetch' ? path.join(this.o.dir, `${name}-data`) : this.o.dataDir;
   }
 
+  /** The last `n` log lines of every process of the swarm, one block per process, with exit status: what a
+   * failed wait reports, so a failure seen only in CI carries what each process was doing. */
+  recentLines(n = 6): string {
+    const all = [...(this.coordinator ? [this.coordinator] : []), ...this.workers.values()];
+    return all.map((c) => {
+      const state = c.proc.exitCode !== null || c.proc.signalCode !== null ? ` (exited: ${c.proc.exitCode ?? c.proc.signalCode})` : '';
+      const tail = c.lines.slice(-n).map((l) => `    ${JSON.stringify(l)}`).join('\n');
+      return `  ${c.name}${state}, ${c.lines.length} lines:\n${tail}`;
+    }).join('\n');
+  }
+
   child(name: string): ChildInfo {
     const c = name === 'coordinator' ? this.coordinator : this.workers.get(name);
     if (!c) throw new Error(`no process named ${name} in this swarm`);
@@ -169,7 +180,7 @@ export class LocalSwarm {
       const timer = setInterval(() => void check(), 50);
       const deadline = setTimeout(() => {
         finish();
-        reject(new Error(`${name}: no matching log line within ${timeoutMs} ms (last: ${JSON.stringify(c.lines.slice(-3))})`));
+        reject(new Error(`${name}: no matching log line within ${timeoutMs} ms (last: ${JSON.stringify(c.lines.slice(-3))})\n${this.recentLines()}`));
       }, timeoutMs);
       void c.exited.then((x) => {
         if (done || check()) return;
