@@ -22,10 +22,10 @@ const PEERS = ['torch-flash', 'torch-cudnn'] as const;
 /** covenant's rows come once per B-operand loader of its kernels (row key b_loader); the first is the default. */
 const B_LOADERS = ['ldmatrix', 'lds16'] as const;
 /**
- * and its forward rows once per staging of K and V (row key pipeline: true, cp.async double-buffered, the default;
- * false, plain loads and stores); the backward rows have no pipeline key (undefined here).
+ * and once per staging of the streamed tiles, forward and backward (row key pipeline: true, cp.async
+ * double-buffered, the default; false, plain loads and stores).
  */
-const FWD_PIPELINES = [true, false] as const;
+const PIPELINES = [true, false] as const;
 
 export function benchAttention(opts: BenchOptions): void {
   const threads = opts.threads ?? os.availableParallelism();
@@ -57,10 +57,10 @@ export function benchAttention(opts: BenchOptions): void {
 }
 
 /**
- * The GPU rows: covenant's bf16 flash attention (impl 'covenant', device 'cuda', once per B loader, the forward
- * once per staging too) and the torch SDPA peer rows, printed with their ratios, plus one ratio row per case,
- * loader, forward staging and peer (kind 'ratio': covenant TFLOP/s over the peer's, with the target where one is
- * set; the targets are judged on the defaults: the ldmatrix loader, the pipelined forward).
+ * The GPU rows: covenant's bf16 flash attention (impl 'covenant', device 'cuda', once per B loader and staging)
+ * and the torch SDPA peer rows, printed with their ratios, plus one ratio row per case, loader, staging and peer
+ * (kind 'ratio': covenant TFLOP/s over the peer's, with the target where one is set; the targets are judged on the
+ * defaults: the ldmatrix loader, the pipelined staging).
  * Where there is no GPU: one line and one row saying why.
  */
 export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
@@ -79,8 +79,8 @@ export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
   const peerRows = typeof peer === 'string' ? [] : peer;
   const measured = [...gpu.rows, ...peerRows].filter((r) => r.skipped === undefined);
 
-  /** covenant's variant of a row: its B loader and, for a forward row, its staging (undefined for bwd). */
-  interface Variant { loader: string; pipeline: boolean | undefined }
+  /** covenant's variant of a row: its B loader and its staging. */
+  interface Variant { loader: string; pipeline: boolean }
   const find = (impl: string, hs: number, T: number, causal: boolean, pass: string, v?: Variant) =>
     measured.find((r) => r.impl === impl && r.hs === hs && r.T === T && r.causal === causal && r.pass === pass &&
       (v === undefined || (r.b_loader === v.loader && r.pipeline === v.pipeline)));
@@ -91,15 +91,15 @@ export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
       for (const causal of [true, false])
         for (const pass of ['fwd', 'bwd'])
           for (const loader of B_LOADERS)
-            for (const pipeline of pass === 'fwd' ? FWD_PIPELINES : [undefined]) {
+            for (const pipeline of PIPELINES) {
               const c = find('covenant', hs, T, causal, pass, { loader, pipeline });
               const ratio = (impl: string) => num(c, 'tflops') / num(find(impl, hs, T, causal, pass), 'tflops');
-              const isDefault = loader === B_LOADERS[0] && pipeline !== false;
+              const isDefault = loader === B_LOADERS[0] && pipeline;
               for (const impl of PEERS) {
                 const target = hs === TARGET.hs && T === TARGET.T && impl === 'torch-flash' && isDefault
                   ? TARGET[pass as 'fwd' | 'bwd'] : undefined;
                 if (c && find(impl, hs, T, causal, pass)) {
-                  ratios.push({ kind: 'ratio', impl: 'covenant', b_loader: loader, ...(pipeline !== undefined ? { pipeline } : {}),
+                  ratios.push({ kind: 'ratio', impl: 'covenant', b_loader: loader, pipeline,
                     against: impl, device: 'cuda', op: 'attention', dtype: 'bf16', pass, B: c.B, T, C: c.C, NH: c.NH, hs,
                     causal, ratio: ratio(impl), ...(target !== undefined ? { target } : {}) });
                 }
@@ -109,19 +109,19 @@ export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
                 return Number.isFinite(r) ? `${fmt(r, 2)}×` : '-';
               };
               body.push([String(hs), String(num(c, 'NH')), String(T), causal ? 'causal' : 'full', pass, loader,
-                pipeline === undefined ? '-' : pipeline ? 'cp.async' : 'plain',
+                pipeline ? 'cp.async' : 'plain',
                 fmt(num(c, 'seconds') * 1e3, 3), fmt(num(c, 'tflops'), 1),
                 loader !== 'lds16' ? vs({ loader: 'lds16', pipeline }) : '-',
-                pipeline === true ? vs({ loader, pipeline: false }) : '-',
+                pipeline ? vs({ loader, pipeline: false }) : '-',
                 ...PEERS.map((impl) => fmt(num(find(impl, hs, T, causal, pass), 'tflops'), 1)),
                 ...PEERS.map((impl) => (Number.isFinite(ratio(impl)) ? `${fmt(ratio(impl), 2)}×` : '-'))]);
             }
   console.log(`\nGPU attention, bf16, B=${GPU_B} C=${GPU_C} (NH = C/hs), on ${String(gpu.device.name)}; ` +
     'peer: torch scaled_dot_product_attention, FLASH and CUDNN backends, same shapes, same run');
   console.log('FLOPs: forward 4·B·NH·T²·hs, halved when causal; backward (alone, on the forward\'s out and lse) 2.5× forward.');
-  console.log('fwd staging: cp.async = K and V tiles double-buffered by cp.async (the default), plain = loads and stores, one buffer.');
+  console.log('staging: cp.async = the streamed tiles (fwd: K, V; bwd: K, V, then Q, dO, lse, delta) double-buffered by cp.async (the default), plain = loads and stores, one buffer.');
   printTable('GPU attention rows (ms = median rep, CUDA events; ratio = covenant TFLOP/s / peer TFLOP/s, or / its lds16 or plain-staging row\'s)',
-    ['hs', 'NH', 'T', 'mask', 'pass', 'B loader', 'fwd staging', 'ms', 'TFLOP/s', '÷ lds16', '÷ plain', 'flash TFLOP/s',
+    ['hs', 'NH', 'T', 'mask', 'pass', 'B loader', 'staging', 'ms', 'TFLOP/s', '÷ lds16', '÷ plain', 'flash TFLOP/s',
       'cudnn TFLOP/s', '÷ flash', '÷ cudnn'], body);
   if (typeof peer === 'string') console.log(`note: the torch peer rows are skipped: ${peer}`);
   for (const r of peerRows.filter((p) => p.skipped !== undefined && p.impl !== undefined)) {
@@ -132,12 +132,12 @@ export function gpuAttention(opts: BenchOptions, mach: Row): Row[] {
   } else {
     for (const causal of [true, false]) {
       const at = (pass: string) => ratios.find((r) => r.against === 'torch-flash' && r.hs === TARGET.hs && r.T === TARGET.T &&
-        r.causal === causal && r.pass === pass && r.b_loader === B_LOADERS[0] && r.pipeline !== false);
+        r.causal === causal && r.pass === pass && r.b_loader === B_LOADERS[0] && r.pipeline === true);
       const say = (pass: 'fwd' | 'bwd') => {
         const r = num(at(pass), 'ratio');
         return `${pass} ${Number.isFinite(r) ? `${fmt(r, 2)}×` : '-'} (target ≥ ${fmt(TARGET[pass], 1)}×${Number.isFinite(r) ? (r >= TARGET[pass] ? ', met' : ', NOT met') : ', no peer row'})`;
       };
-      console.log(`target, covenant (${B_LOADERS[0]}, fwd pipelined) ÷ torch-flash at T=${TARGET.T} hs=${TARGET.hs} ${causal ? 'causal' : 'full'}: ` +
+      console.log(`target, covenant (${B_LOADERS[0]}, pipelined) ÷ torch-flash at T=${TARGET.T} hs=${TARGET.hs} ${causal ? 'causal' : 'full'}: ` +
         `${say('fwd')}, ${say('bwd')}`);
     }
   }

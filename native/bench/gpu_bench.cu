@@ -17,11 +17,11 @@
 //
 // attention: cuda::attention_forward / attention_backward (include/covenant/cuda_kernels.h), bf16, for each
 // head size hs in --hs with NH = C/hs heads, each T, causal and not, and each of the kernels' two B-operand
-// loaders (cuda::set_attention_ldmatrix), timed one after the other per case; the forward with each of its two
+// loaders (cuda::set_attention_ldmatrix), timed one after the other per case; each pass with each of the two
 // stagings (cuda::set_attention_pipeline). Rows: impl 'covenant', pass 'fwd' or 'bwd' (the backward alone, on
 // the forward's out and lse), b_loader 'ldmatrix' (ldmatrix.x2.trans, the default) or 'lds16' (two 16-bit
-// shared loads per register); fwd rows also pipeline true (K and V tiles by cp.async, double-buffered, the
-// default) or false (plain loads and stores, one buffer). FLOPs: forward 4*B*NH*T^2*hs (the two (T,T,hs)
+// shared loads per register), pipeline true (the streamed tiles by cp.async, double-buffered, the default) or
+// false (plain loads and stores, one buffer). FLOPs: forward 4*B*NH*T^2*hs (the two (T,T,hs)
 // matmuls QK^T and PV), halved when causal; backward 2.5x the forward (five matmuls against two). Softmax and
 // exp are not counted. tflops = flops / seconds / 1e12.
 //
@@ -345,21 +345,22 @@ int cmd_attention(const AttentionOptions& o) {
           const char* pass;
           std::function<void()> fn;
           double flops;
-          int pipeline;  // the forward's staging: 1 pipelined, 0 plain; -1: not a forward row
+          bool pipeline;  // the staging: cp.async double-buffered, or plain
         };
-        // The plain forward first, so the pipelined (default) one leaves the out and lse the bwd reads (the same
+        // The plain forward first, so the pipelined (default) one leaves the out and lse the bwds read (the same
         // bits either way).
-        const Pass passes[] = {
-            {"fwd", fwd, fwd_flops, 0}, {"fwd", fwd, fwd_flops, 1}, {"bwd", bwd, 2.5 * fwd_flops, -1}};
+        const Pass passes[] = {{"fwd", fwd, fwd_flops, false},
+                               {"fwd", fwd, fwd_flops, true},
+                               {"bwd", bwd, 2.5 * fwd_flops, false},
+                               {"bwd", bwd, 2.5 * fwd_flops, true}};
         for (bool ldmatrix : {true, false}) {
           cuda::set_attention_ldmatrix(ldmatrix);
           for (const Pass& p : passes) {
-            if (p.pipeline >= 0) cuda::set_attention_pipeline(p.pipeline != 0);
+            cuda::set_attention_pipeline(p.pipeline);
             const Timing t = time_device(p.fn, stream, min_seconds);
             Row row = cuda_row();
             row.str("impl", "covenant").str("op", "attention").str("dtype", "bf16").str("pass", p.pass)
-                .str("b_loader", ldmatrix ? "ldmatrix" : "lds16");
-            if (p.pipeline >= 0) row.boolean("pipeline", p.pipeline != 0);
+                .str("b_loader", ldmatrix ? "ldmatrix" : "lds16").boolean("pipeline", p.pipeline);
             row.integer("B", B).integer("T", T).integer("C", C).integer("NH", NH).integer("hs", hs)
                 .boolean("causal", causal)
                 .num("seconds", t.median).num("seconds_min", t.min).integer("reps", t.reps)

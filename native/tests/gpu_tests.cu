@@ -664,9 +664,8 @@ std::vector<float> qkv_part(const std::vector<float>& x, size_t rows, int C, int
 // their products): out 2e-2; dq, dk, dv 3e-2 each, plus 1e-4 absolute (at T = 1, dq and dk are 0 up to
 // rounding); lse (fp32, scores accumulated exactly from bf16 products) 1e-3 absolute. T covers one row,
 // partial tiles, a tile multiple and several tiles. Run once per B-operand loader of the kernels
-// (cuda::set_attention_ldmatrix: ldmatrix.x2.trans, or the 16-bit loads) with the forward's default cp.async
-// pipeline, and once (ldmatrix) with the forward's plain staging (cuda::set_attention_pipeline(false)), each
-// its own test.
+// (cuda::set_attention_ldmatrix: ldmatrix.x2.trans, or the 16-bit loads) with the default cp.async pipeline,
+// and once (ldmatrix) with the plain staging (cuda::set_attention_pipeline(false)), each its own test.
 void test_attention(bool ldmatrix, bool pipeline) {
   if (g_sm_major < 8) {
     std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
@@ -788,11 +787,12 @@ void test_attention_loaders_agree() {
   cuda::set_attention_ldmatrix(before);
 }
 
-// The forward's two stagings (cuda::set_attention_pipeline: cp.async double-buffered, or plain loads and stores)
-// put the same K and V tiles in front of the same arithmetic (what the CPU emulation of the pipeline showed), so
-// out and lse must agree bit for bit between them, with either B loader; and neither leaves an output unwritten
-// (out and lse start poisoned, 0xFF bytes: a NaN). T: one row, partial tiles, a tile multiple, one past it, and
-// up to 16 tiles (the double buffer cycled many times).
+// The two stagings (cuda::set_attention_pipeline: cp.async double-buffered, or plain loads and stores) put the
+// same tiles in front of the same arithmetic (what the CPU emulations of the pipelined forward and backward
+// showed), so out and lse (forward), dqkv and delta (backward) must agree bit for bit between them, with either B
+// loader; and neither leaves an output unwritten (every output starts poisoned, 0xFF bytes: a NaN). Both
+// backwards take the same out and lse (the pipelined forward's). T: one row, partial tiles, a tile multiple, one
+// past it, and up to 16 tiles (the double buffers cycled many times).
 void test_attention_pipeline_agree() {
   if (g_sm_major < 8) {
     std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
@@ -805,37 +805,57 @@ void test_attention_pipeline_agree() {
         for (int causal = 1; causal >= 0; --causal) {
           const int B = 2, NH = 2, C = NH * hs;
           const size_t nqkv = size_t(B) * T * 3 * C, nout = size_t(B) * T * C, nlse = size_t(B) * NH * T;
-          std::vector<uint16_t> qkv_bits;
-          std::vector<float> qkv;
+          std::vector<uint16_t> qkv_bits, dout_bits;
+          std::vector<float> qkv, dout;
           bf16_gauss(qkv_bits, qkv, nqkv, 1.5f);
-          Dev<uint16_t> d_qkv(nqkv);
+          bf16_gauss(dout_bits, dout, nout, 1.0f);
+          Dev<uint16_t> d_qkv(nqkv), d_dout(nout), d_out0(nout), d_out1(nout);
+          Dev<float> d_lse0(nlse), d_lse1(nlse);
           d_qkv.upload(qkv_bits);
+          d_dout.upload(dout_bits);
           cuda::set_attention_ldmatrix(ldmatrix != 0);
-          std::vector<uint16_t> out[2];
-          std::vector<float> lse[2];
+          Dev<uint16_t>* const d_out[2] = {&d_out0, &d_out1};
+          Dev<float>* const d_lse[2] = {&d_lse0, &d_lse1};
+          std::vector<uint16_t> out[2], dqkv[2];
+          std::vector<float> lse[2], delta[2];
           for (int v = 0; v < 2; ++v) {
             cuda::set_attention_pipeline(v == 0);
-            Dev<uint16_t> d_out(nout);
-            Dev<float> d_lse(nlse);
-            d_out.poison();
-            d_lse.poison();
-            cuda::attention_forward(d_out.p, d_lse.p, d_qkv.p, B, T, C, NH, causal != 0, nullptr);
+            Dev<uint16_t> d_dqkv(nqkv);
+            Dev<float> d_delta(nlse);
+            d_out[v]->poison();
+            d_lse[v]->poison();
+            d_dqkv.poison();
+            d_delta.poison();
+            cuda::attention_forward(d_out[v]->p, d_lse[v]->p, d_qkv.p, B, T, C, NH, causal != 0, nullptr);
+            cuda::attention_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out0.p, d_lse0.p, B, T, C, NH,
+                                     causal != 0, nullptr);
             CUDA_CHECK(cudaDeviceSynchronize());
-            out[v] = d_out.download();
-            lse[v] = d_lse.download();
+            out[v] = d_out[v]->download();
+            lse[v] = d_lse[v]->download();
+            dqkv[v] = d_dqkv.download();
+            delta[v] = d_delta.download();
           }
-          const std::string tag = fmt("attention forward (%s) pipelined vs plain staging hs=%d T=%d %s",
+          const std::string tag = fmt("attention (%s) pipelined vs plain staging hs=%d T=%d %s",
                                       ldmatrix ? "ldmatrix" : "lds16", hs, T, causal ? "causal" : "non-causal");
           size_t at = first_diff(out[0], out[1]);
           CHECK(at == nout, "%s: out differs first at %zu (row %zu, column %zu; %04x vs %04x)", tag.c_str(), at,
                 at / size_t(C), at % size_t(C), at < nout ? out[0][at] : 0, at < nout ? out[1][at] : 0);
           at = first_diff(lse[0], lse[1]);
           CHECK(at == nlse, "%s: lse differs first at %zu", tag.c_str(), at);
-          size_t nan_out = 0, nan_lse = 0;
+          at = first_diff(dqkv[0], dqkv[1]);
+          CHECK(at == nqkv, "%s: dqkv differs first at %zu (row %zu, column %zu of 3C; %04x vs %04x)", tag.c_str(),
+                at, at / (3 * size_t(C)), at % (3 * size_t(C)), at < nqkv ? dqkv[0][at] : 0,
+                at < nqkv ? dqkv[1][at] : 0);
+          at = first_diff(delta[0], delta[1]);
+          CHECK(at == nlse, "%s: delta differs first at %zu", tag.c_str(), at);
+          size_t nan_out = 0, nan_lse = 0, nan_dqkv = 0, nan_delta = 0;
           for (uint16_t x : out[0]) nan_out += (x & 0x7fffu) > 0x7f80u;
           for (float x : lse[0]) nan_lse += std::isnan(x);
-          CHECK(nan_out == 0 && nan_lse == 0, "%s: %zu NaN in out, %zu in lse (unwritten or poisoned reads)",
-                tag.c_str(), nan_out, nan_lse);
+          for (uint16_t x : dqkv[0]) nan_dqkv += (x & 0x7fffu) > 0x7f80u;
+          for (float x : delta[0]) nan_delta += std::isnan(x);
+          CHECK(nan_out == 0 && nan_lse == 0 && nan_dqkv == 0 && nan_delta == 0,
+                "%s: NaN in out %zu, lse %zu, dqkv %zu, delta %zu (unwritten or poisoned reads)", tag.c_str(), nan_out,
+                nan_lse, nan_dqkv, nan_delta);
         }
   cuda::set_attention_ldmatrix(before);
   cuda::set_attention_pipeline(pipeline_before);

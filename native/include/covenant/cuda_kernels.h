@@ -102,12 +102,13 @@ void attention_backward(uint16_t* dqkv, float* delta, const uint16_t* dout, cons
 // loads, anything else or unset ldmatrix); set_attention_ldmatrix overrides it for the calls that follow.
 bool attention_ldmatrix();
 void set_attention_ldmatrix(bool on);
-// How attention_forward stages its 64-key tiles of K and V into shared memory: true (the default) with cp.async
-// into two buffers each, the next tile's copies in flight while the current tile is computed; false with plain
-// 16-byte loads and stores into one buffer each, nothing in flight during the compute (the first version). The
+// How the attention kernels stage the tiles they stream through shared memory (attention_forward: K and V;
+// attention_backward: K and V in its dq pass, Q, dO, lse and delta in its dk/dv pass): true (the default) with
+// cp.async into two buffers each, the next tile's copies in flight while the current tile is computed; false with
+// plain loads and stores into one buffer each, nothing in flight during the compute (the first version). The
 // same tiles, so the same results bit for bit; kept both to test and time them on a device. The default comes
 // from COVENANT_ATTENTION_PIPELINE, read at the first call ("0" selects the plain staging, anything else or unset
-// cp.async); set_attention_pipeline overrides it for the calls that follow. The backward is not affected.
+// cp.async); set_attention_pipeline overrides it for the calls that follow.
 bool attention_pipeline();
 void set_attention_pipeline(bool on);
 

@@ -26,6 +26,8 @@
 //     dk/dv pass- a block owns 64 keys, a warp 16 of them; per 32-row query tile (Q, dO, lse, delta staged in
 //                 shared memory): S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D); dV += P^T dO,
 //                 dK += dS^T Q. dk = scale * dK. Causal blocks start at the first query tile that sees them.
+//     Both stage their streamed tiles (dq: K and V; dk/dv: Q, dO, lse and delta) the forward's two ways, by the
+//     same PIPE switch: two buffers of each filled by cp.async a tile ahead, or plain loads and stores into one.
 // P and dS are rounded to bf16 for their products (as FlashAttention does); every sum is fp32.
 //
 // Fragments follow the PTX ISA layout of mma.m16n8k16 (g = lane / 4, t = lane % 4):
@@ -176,6 +178,13 @@ __device__ __forceinline__ void cp_async16(uint16_t* dst, const uint16_t* src, i
                "r"(src_bytes)
                : "memory");
 }
+// One 4-byte cp.async.ca (global -> shared) of dst <- src; src_bytes 4 copies, 0 writes zero (src still valid).
+__device__ __forceinline__ void cp_async4(float* dst, const float* src, int src_bytes) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(__cvta_generic_to_global(src)),
+               "r"(src_bytes)
+               : "memory");
+}
 // Closes this thread's group of the copies it issued since its last commit (an empty group if none).
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Waits until at most N of this thread's committed groups are pending: every older group has landed. Other
@@ -205,6 +214,39 @@ __device__ __forceinline__ void stage_rows(uint16_t* s, const uint16_t* src, siz
       *reinterpret_cast<uint4*>(s + r * S + c) = v;
     }
   }
+}
+
+// Copies v[r0, r0 + R) (fp32) into s[0, R), element i to thread i % kThreads; elements at or past T become 0.
+// !ASYNC: plain loads and stores; ASYNC: 4-byte cp.async copies, a zero-fill one naming v[T - 1] past T.
+template <int R, bool ASYNC = false>
+__device__ __forceinline__ void stage_floats(float* s, const float* v, int r0, int T) {
+  for (int i = threadIdx.x; i < R; i += kThreads) {
+    const bool in = r0 + i < T;
+    if constexpr (ASYNC) cp_async4(s + i, v + (in ? r0 + i : T - 1), in ? 4 : 0);
+    else s[i] = in ? v[r0 + i] : 0.f;
+  }
+}
+
+// The staging of key tile [k0, k0 + BK) of K and V in the forward and the dq pass, with the tile's two barriers.
+// !PIPE: plain loads and stores into sK0 / sV0. PIPE: the tile's own copies were issued a tile earlier (or before
+// the loop, tile 0); this issues the next tile's into the other buffer (offset nxt), then waits for this one's.
+template <int HS, int BK, bool PIPE>
+__device__ __forceinline__ void stage_kv_tile(uint16_t* sK0, uint16_t* sV0, int nxt, const uint16_t* k_src,
+                                              const uint16_t* v_src, size_t ld, int k0, int kend, int T) {
+  // Every warp is done with the previous tile: its buffer (PIPE: the one the next tile's copies refill) is free.
+  __syncthreads();
+  if constexpr (PIPE) {
+    if (k0 + BK < kend) {
+      stage_rows<HS, BK, true>(sK0 + nxt, k_src, ld, k0 + BK, T);
+      stage_rows<HS, BK, true>(sV0 + nxt, v_src, ld, k0 + BK, T);
+    }
+    cp_async_commit();   // the next tile's group (empty on the last tile)
+    cp_async_wait<1>();  // only that group may still be pending: this thread's copies of this tile have landed
+  } else {
+    stage_rows<HS, BK>(sK0, k_src, ld, k0, T);
+    stage_rows<HS, BK>(sV0, v_src, ld, k0, T);
+  }
+  __syncthreads();  // the tile, from every thread's copies, is visible to every warp
 }
 
 // ---- forward ----
@@ -260,20 +302,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* _
   // PIPE: tile i is in buffer i % 2; cur is this tile's offset in sK0 / sV0, nxt the other buffer's.
   int cur = 0, nxt = PIPE ? BK * S : 0;
   for (int k0 = 0; k0 < kend; k0 += BK) {
-    // Every warp is done with the previous tile: its buffer (PIPE: the one the next tile's copies refill) is free.
-    __syncthreads();
-    if constexpr (PIPE) {
-      if (k0 + BK < kend) {
-        stage_rows<HS, BK, true>(sK0 + nxt, k_src, ld, k0 + BK, T);
-        stage_rows<HS, BK, true>(sV0 + nxt, v_src, ld, k0 + BK, T);
-      }
-      cp_async_commit();   // the next tile's group (empty on the last tile)
-      cp_async_wait<1>();  // only that group may still be pending: this thread's copies of this tile have landed
-    } else {
-      stage_rows<HS, BK>(sK0, k_src, ld, k0, T);
-      stage_rows<HS, BK>(sV0, v_src, ld, k0, T);
-    }
-    __syncthreads();  // the tile, from every thread's copies, is visible to every warp
+    stage_kv_tile<HS, BK, PIPE>(sK0, sV0, nxt, k_src, v_src, ld, k0, kend, T);
     const uint16_t* const sK = sK0 + cur;
     const uint16_t* const sV = sV0 + cur;
 
@@ -360,18 +389,32 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(uint16_t* _
 
 // ---- backward, pass 1: dq (and delta) ----
 
-// The q part of dqkv (B,T,3C) and delta (B,NH,T) (OVERWRITE). grid (ceil(T/64), B*NH).
-template <int HS, bool CAUSAL, bool LDSM>
+// Keys per tile of the dq pass: 64, or 32 when hs = 128 (registers).
+template <int HS>
+constexpr int kDqKeyTile = HS == 128 ? 32 : 64;
+
+// Dynamic shared memory of the dq pass: K and V tiles (kDqKeyTile<HS>, HS + 8) bf16, two of each when PIPE
+// (static shared arrays, one of each, in the first version; the same bytes).
+template <int HS, bool PIPE>
+constexpr size_t dq_smem_bytes() {
+  return (PIPE ? 4 : 2) * size_t(kDqKeyTile<HS>) * (HS + 8) * sizeof(uint16_t);
+}
+
+// The q part of dqkv (B,T,3C) and delta (B,NH,T) (OVERWRITE). grid (ceil(T/64), B*NH), dynamic shared memory
+// dq_smem_bytes<HS, PIPE>(); K and V tiles staged as the forward stages them.
+template <int HS, bool CAUSAL, bool LDSM, bool PIPE>
 __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
     uint16_t* __restrict__ dqkv, float* __restrict__ delta, const uint16_t* __restrict__ dout,
     const uint16_t* __restrict__ qkv, const uint16_t* __restrict__ out, const float* __restrict__ lse, int T, int C,
     int NH, float scale, float scale_log2) {
-  constexpr int BK = HS == 128 ? 32 : 64;  // keys per tile
+  constexpr int BK = kDqKeyTile<HS>;
   constexpr int S = HS + 8;
   constexpr int NK = BK / 8;
   constexpr int NO = HS / 8;
-  __shared__ __align__(16) uint16_t sK[BK * S];
-  __shared__ __align__(16) uint16_t sV[BK * S];
+  constexpr int kBuffers = PIPE ? 2 : 1;
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint16_t* const sK0 = reinterpret_cast<uint16_t*>(smem);  // kBuffers K tiles (BK, S), then as many V tiles
+  uint16_t* const sV0 = sK0 + kBuffers * BK * S;
 
   const int qtile = CAUSAL ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
@@ -384,7 +427,14 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
   const uint16_t* o_src = out + size_t(b) * T * C + size_t(h) * HS;
   const int q0 = qtile * kBlockRows;
   const int ra = q0 + warp * 16 + g, rb = ra + 8;
+  const int kend = CAUSAL ? min(T, q0 + kBlockRows) : T;
 
+  // PIPE: tile 0's copies go out first (buffer 0), in flight while Q, dO, O and lse are read.
+  if constexpr (PIPE) {
+    stage_rows<HS, BK, true>(sK0, k_src, ld, 0, T);
+    stage_rows<HS, BK, true>(sV0, v_src, ld, 0, T);
+    cp_async_commit();
+  }
   uint32_t qf[HS / 16][4], df[HS / 16][4];
   load_a_rows_global<HS>(qf, q_src, ld, ra, rb, T, t);
   load_a_rows_global<HS>(df, do_src, C, ra, rb, T, t);
@@ -410,12 +460,12 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
 
   float dq[NO][4];
   zero(dq);
-  const int kend = CAUSAL ? min(T, q0 + kBlockRows) : T;
+  // PIPE: tile i is in buffer i % 2; cur is this tile's offset in sK0 / sV0, nxt the other buffer's.
+  int cur = 0, nxt = PIPE ? BK * S : 0;
   for (int k0 = 0; k0 < kend; k0 += BK) {
-    __syncthreads();
-    stage_rows<HS, BK>(sK, k_src, ld, k0, T);
-    stage_rows<HS, BK>(sV, v_src, ld, k0, T);
-    __syncthreads();
+    stage_kv_tile<HS, BK, PIPE>(sK0, sV0, nxt, k_src, v_src, ld, k0, kend, T);
+    const uint16_t* const sK = sK0 + cur;
+    const uint16_t* const sV = sV0 + cur;
 
     float s[NK][4], dp[NK][4];
     zero(s);
@@ -452,6 +502,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
         mma_bf16(dq[n], a, b0, b1);
       }
     }
+    const int was = cur;
+    cur = nxt;
+    nxt = was;
   }
 
   uint16_t* dq_dst = dqkv + size_t(b) * T * ld + size_t(h) * HS;
@@ -467,15 +520,32 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(
 
 // ---- backward, pass 2: dk and dv ----
 
-template <int HS>
+// Dynamic shared memory of the dk/dv pass: K and V of the block's 64 keys ((64, HS + 8) bf16 each), and a query
+// tile's Q and dO ((kDkdvQueryTile, HS + 8) bf16 each), lse and delta (kDkdvQueryTile fp32 each), two buffers of
+// the query tile's four when PIPE.
+template <int HS, bool PIPE>
 constexpr size_t dkdv_smem_bytes() {
-  return (2 * size_t(kBlockRows) + 2 * size_t(kDkdvQueryTile)) * (HS + 8) * sizeof(uint16_t) +
-         2 * size_t(kDkdvQueryTile) * sizeof(float);
+  constexpr size_t kBuffers = PIPE ? 2 : 1;
+  return (2 * size_t(kBlockRows) + 2 * kBuffers * kDkdvQueryTile) * (HS + 8) * sizeof(uint16_t) +
+         2 * kBuffers * kDkdvQueryTile * sizeof(float);
+}
+
+// Stages query tile [q0, q0 + kDkdvQueryTile) of the dk/dv pass: Q and dO rows, lse and delta (rows past T zero),
+// with plain loads and stores or (ASYNC) cp.async copies not waited for.
+template <int HS, bool ASYNC>
+__device__ __forceinline__ void stage_query_tile(uint16_t* sQ, uint16_t* sdO, float* sL, float* sD,
+                                                 const uint16_t* q_src, size_t ld, const uint16_t* do_src, int C,
+                                                 const float* lse_bh, const float* delta_bh, int q0, int T) {
+  stage_rows<HS, kDkdvQueryTile, ASYNC>(sQ, q_src, ld, q0, T);
+  stage_rows<HS, kDkdvQueryTile, ASYNC>(sdO, do_src, C, q0, T);
+  stage_floats<kDkdvQueryTile, ASYNC>(sL, lse_bh, q0, T);
+  stage_floats<kDkdvQueryTile, ASYNC>(sD, delta_bh, q0, T);
 }
 
 // The k and v parts of dqkv (B,T,3C) (OVERWRITE). grid (ceil(T/64), B*NH), dynamic shared memory
-// dkdv_smem_bytes<HS>(): K and V of the block's 64 keys, and the current query tile's Q, dO, lse and delta.
-template <int HS, bool CAUSAL, bool LDSM>
+// dkdv_smem_bytes<HS, PIPE>(). PIPE: the block's K and V and the first query tile go out as one cp.async group
+// before the loop, then each tile's group is issued a tile ahead as in the forward.
+template <int HS, bool CAUSAL, bool LDSM, bool PIPE>
 __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
     uint16_t* __restrict__ dqkv, const uint16_t* __restrict__ dout, const uint16_t* __restrict__ qkv,
     const float* __restrict__ lse, const float* __restrict__ delta, int T, int C, int NH, float scale,
@@ -484,13 +554,14 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
   constexpr int S = HS + 8;
   constexpr int NQ = BQ / 8;  // score n-tiles (queries)
   constexpr int NO = HS / 8;
+  constexpr int kBuffers = PIPE ? 2 : 1;
   extern __shared__ __align__(16) unsigned char smem[];
-  uint16_t* sK = reinterpret_cast<uint16_t*>(smem);  // (64, S)
-  uint16_t* sV = sK + kBlockRows * S;                 // (64, S)
-  uint16_t* sQ = sV + kBlockRows * S;                 // (BQ, S)
-  uint16_t* sdO = sQ + BQ * S;                        // (BQ, S)
-  float* sL = reinterpret_cast<float*>(sdO + BQ * S);  // (BQ) lse * log2(e)
-  float* sD = sL + BQ;                                 // (BQ) delta
+  uint16_t* const sK = reinterpret_cast<uint16_t*>(smem);  // (64, S)
+  uint16_t* const sV = sK + kBlockRows * S;                 // (64, S)
+  uint16_t* const sQ0 = sV + kBlockRows * S;                // kBuffers (BQ, S)
+  uint16_t* const sdO0 = sQ0 + kBuffers * BQ * S;           // kBuffers (BQ, S)
+  float* const sL0 = reinterpret_cast<float*>(sdO0 + kBuffers * BQ * S);  // kBuffers (BQ) lse (natural log)
+  float* const sD0 = sL0 + kBuffers * BQ;                                 // kBuffers (BQ) delta
 
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -505,23 +576,36 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
   const int kw = warp * 16;             // the warp's first key row in sK / sV
   const int ja = k0 + kw + g, jb = ja + 8;  // this thread's two keys
 
-  stage_rows<HS, kBlockRows>(sK, k_src, ld, k0, T);
-  stage_rows<HS, kBlockRows>(sV, v_src, ld, k0, T);
+  const int qstart = CAUSAL ? (k0 / BQ) * BQ : 0;  // qstart <= k0 < T: at least one query tile
+  stage_rows<HS, kBlockRows, PIPE>(sK, k_src, ld, k0, T);
+  stage_rows<HS, kBlockRows, PIPE>(sV, v_src, ld, k0, T);
+  if constexpr (PIPE) {  // the first query tile joins K and V's group (buffer 0)
+    stage_query_tile<HS, true>(sQ0, sdO0, sL0, sD0, q_src, ld, do_src, C, lse_bh, delta_bh, qstart, T);
+    cp_async_commit();
+  }
   float dk[NO][4], dv[NO][4];
   zero(dk);
   zero(dv);
 
-  const int qstart = CAUSAL ? (k0 / BQ) * BQ : 0;
+  int cur = 0;  // PIPE: query tile i is in buffer i % 2; cur is this tile's
   for (int q0 = qstart; q0 < T; q0 += BQ) {
-    __syncthreads();  // every warp is done with the previous query tile (and sK, sV are staged)
-    stage_rows<HS, BQ>(sQ, q_src, ld, q0, T);
-    stage_rows<HS, BQ>(sdO, do_src, C, q0, T);
-    for (int i = threadIdx.x; i < BQ; i += kThreads) {
-      const bool in = q0 + i < T;
-      sL[i] = in ? lse_bh[q0 + i] * kLog2e : 0.f;
-      sD[i] = in ? delta_bh[q0 + i] : 0.f;
-    }
+    // Every warp is done with the previous query tile: its buffer (PIPE: the one the next tile refills) is free.
     __syncthreads();
+    if constexpr (PIPE) {
+      const int nxt = cur ^ 1;
+      if (q0 + BQ < T)
+        stage_query_tile<HS, true>(sQ0 + nxt * BQ * S, sdO0 + nxt * BQ * S, sL0 + nxt * BQ, sD0 + nxt * BQ, q_src,
+                                   ld, do_src, C, lse_bh, delta_bh, q0 + BQ, T);
+      cp_async_commit();   // the next tile's group (empty on the last tile)
+      cp_async_wait<1>();  // this thread's copies of this tile (and, on the first, of K and V) have landed
+    } else {
+      stage_query_tile<HS, false>(sQ0, sdO0, sL0, sD0, q_src, ld, do_src, C, lse_bh, delta_bh, q0, T);
+    }
+    __syncthreads();  // the tile (and sK, sV), from every thread's copies, is visible to every warp
+    const uint16_t* const sQ = sQ0 + cur * BQ * S;
+    const uint16_t* const sdO = sdO0 + cur * BQ * S;
+    const float* const sL = sL0 + cur * BQ;
+    const float* const sD = sD0 + cur * BQ;
 
     float s[NQ][4], dp[NQ][4];  // S^T and dP^T: 16 keys x BQ queries
     zero(s);
@@ -549,7 +633,8 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
         const int i = q0 + il;
         const int j = e < 2 ? ja : jb;
         const bool ok = i < T && j < T && (!CAUSAL || j <= i);
-        const float p = ok ? exp2f(s[n][e] * scale_log2 - sL[il]) : 0.f;
+        // lse * log2(e) rounded on its own (__fmul_rn is never contracted), as the first version stored it.
+        const float p = ok ? exp2f(s[n][e] * scale_log2 - __fmul_rn(sL[il], kLog2e)) : 0.f;
         s[n][e] = p;
         dp[n][e] = p * (dp[n][e] - sD[il]);
       }
@@ -567,6 +652,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(
         mma_bf16(dk[n], da, b0, b1);
       }
     }
+    if constexpr (PIPE) cur ^= 1;
   }
 
   uint16_t* dk_dst = dqkv + size_t(b) * T * ld + C + size_t(h) * HS;
@@ -657,8 +743,8 @@ void launch_forward_staged(const Geometry& geo, bool ldsm, uint16_t* out, float*
   CUDA_CHECK_LAUNCH("attention_forward_kernel");
 }
 
-// The B loader of every kernel launched by one attention_forward / attention_backward call is chosen once per call,
-// and so is the forward's staging.
+// The B loader and the staging of every kernel launched by one attention_forward / attention_backward call are
+// chosen once per call.
 template <int HS, bool CAUSAL>
 void launch_forward(const Geometry& geo, uint16_t* out, float* lse, const uint16_t* qkv, int T, int C, int NH,
                     cudaStream_t s) {
@@ -667,20 +753,32 @@ void launch_forward(const Geometry& geo, uint16_t* out, float* lse, const uint16
   else launch_forward_staged<HS, CAUSAL, false>(geo, ldsm, out, lse, qkv, T, C, NH, s);
 }
 
+template <int HS, bool CAUSAL, bool PIPE>
+void launch_backward_staged(const Geometry& geo, bool ldsm, uint16_t* dqkv, float* delta, const uint16_t* dout,
+                            const uint16_t* qkv, const uint16_t* out, const float* lse, int T, int C, int NH,
+                            cudaStream_t s) {
+  const auto dq = ldsm ? attention_backward_dq_kernel<HS, CAUSAL, true, PIPE>
+                       : attention_backward_dq_kernel<HS, CAUSAL, false, PIPE>;
+  const auto dkdv = ldsm ? attention_backward_dkdv_kernel<HS, CAUSAL, true, PIPE>
+                         : attention_backward_dkdv_kernel<HS, CAUSAL, false, PIPE>;
+  constexpr size_t dq_smem = dq_smem_bytes<HS, PIPE>();
+  CUDA_CHECK(cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dq_smem)));
+  dq<<<geo.grid, kThreads, dq_smem, s>>>(dqkv, delta, dout, qkv, out, lse, T, C, NH, geo.scale, geo.scale_log2);
+  CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
+  constexpr size_t dkdv_smem = dkdv_smem_bytes<HS, PIPE>();
+  CUDA_CHECK(cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dkdv_smem)));
+  dkdv<<<geo.grid, kThreads, dkdv_smem, s>>>(dqkv, dout, qkv, lse, delta, T, C, NH, geo.scale, geo.scale_log2);
+  CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");
+}
+
 template <int HS, bool CAUSAL>
 void launch_backward(const Geometry& geo, uint16_t* dqkv, float* delta, const uint16_t* dout, const uint16_t* qkv,
                      const uint16_t* out, const float* lse, int T, int C, int NH, cudaStream_t s) {
   const bool ldsm = attention_ldmatrix();
-  const auto dq =
-      ldsm ? attention_backward_dq_kernel<HS, CAUSAL, true> : attention_backward_dq_kernel<HS, CAUSAL, false>;
-  const auto dkdv =
-      ldsm ? attention_backward_dkdv_kernel<HS, CAUSAL, true> : attention_backward_dkdv_kernel<HS, CAUSAL, false>;
-  dq<<<geo.grid, kThreads, 0, s>>>(dqkv, delta, dout, qkv, out, lse, T, C, NH, geo.scale, geo.scale_log2);
-  CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
-  constexpr size_t smem = dkdv_smem_bytes<HS>();
-  CUDA_CHECK(cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  dkdv<<<geo.grid, kThreads, smem, s>>>(dqkv, dout, qkv, lse, delta, T, C, NH, geo.scale, geo.scale_log2);
-  CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");
+  if (attention_pipeline())
+    launch_backward_staged<HS, CAUSAL, true>(geo, ldsm, dqkv, delta, dout, qkv, out, lse, T, C, NH, s);
+  else
+    launch_backward_staged<HS, CAUSAL, false>(geo, ldsm, dqkv, delta, dout, qkv, out, lse, T, C, NH, s);
 }
 
 }  // namespace
