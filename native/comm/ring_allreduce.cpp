@@ -102,21 +102,15 @@ bool all_finite(const float* src, size_t n) {
   return bad == 0;
 }
 
-// One reduce-scatter hop's arithmetic: w = in + own (the same bits as own + in: IEEE addition commutes), then
-// divided by N at the last step, where the sum is final. Returns nonzero when an own value is not finite
+// One reduce-scatter hop's arithmetic: w = in + own (the same bits as own + in: IEEE addition commutes), and at
+// the last step (kMean), where the sum is final, divided by N. Returns nonzero when an own value is not finite
 // (the check rides on the one read of own). w may be in.
-inline uint32_t sum_own(float* w, const float* own, const float* in, size_t m) {
-  uint32_t bad = 0;
-  for (size_t i = 0; i < m; ++i) {
-    w[i] = in[i] + own[i];
-    bad |= non_finite(own[i]);
-  }
-  return bad;
-}
+template <bool kMean>
 inline uint32_t sum_own(float* w, const float* own, const float* in, size_t m, float N) {
   uint32_t bad = 0;
   for (size_t i = 0; i < m; ++i) {
-    w[i] = (in[i] + own[i]) / N;
+    const float sum = in[i] + own[i];
+    w[i] = kMean ? sum / N : sum;
     bad |= non_finite(own[i]);
   }
   return bad;
@@ -365,7 +359,7 @@ class RingAllReduce {
         float* w = work_ + i0;
         const float* own = data_ + i0;
         const float* in = reinterpret_cast<const float*>(dst + off);
-        const uint32_t bad = g == N_ - 2 ? sum_own(w, own, in, m, float(N_)) : sum_own(w, own, in, m);
+        const uint32_t bad = g == N_ - 2 ? sum_own<true>(w, own, in, m, float(N_)) : sum_own<false>(w, own, in, m, float(N_));
         if (bad) throw_not_finite(own, m, i0, "reduce-scatter");
         *out_crc = crc32c_extend(*out_crc, w, piece);
       }
@@ -507,7 +501,7 @@ class RingAllReduce {
       const size_t len = std::min(tile, m - t0);
       dequantize_int8(w, reinterpret_cast<const int8_t*>(codes_in) + t0, scale_scratch_.data() + t0 / block_, len, int(block_), nullptr);
       const float* own = data_ + b + t0;
-      const uint32_t bad = owner_step ? sum_own(w, own, w, len, float(N_)) : sum_own(w, own, w, len);
+      const uint32_t bad = owner_step ? sum_own<true>(w, own, w, len, float(N_)) : sum_own<false>(w, own, w, len, float(N_));
       if (bad) throw_not_finite(own, len, b + t0, "reduce-scatter");
       quantize_int8(q + t0, s + t0 / block_, w, len, int(block_), nullptr);
       crc = crc32c_extend(crc, q + t0, len);

@@ -658,6 +658,13 @@ std::vector<float> qkv_part(const std::vector<float>& x, size_t rows, int C, int
   return p;
 }
 
+// The tensor-core attention kernels need sm_80; on an older device their tests say so and pass.
+bool attention_supported() {
+  if (g_sm_major >= 8) return true;
+  std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
+  return false;
+}
+
 // Flash attention, bf16 in and out. The references run on the same bf16-rounded inputs in fp32 (causal: the
 // CPU's attention_flash_*) or fp64 (non-causal: attention_ref64). Tolerances, as a fraction of the largest
 // |reference| of each tensor (the GPU rounds out and dqkv to bf16, 2^-9 relative, and P and dS to bf16 before
@@ -667,10 +674,7 @@ std::vector<float> qkv_part(const std::vector<float>& x, size_t rows, int C, int
 // (cuda::set_attention_ldmatrix: ldmatrix.x2.trans, or the 16-bit loads) with the default cp.async pipeline,
 // and once (ldmatrix) with the plain staging (cuda::set_attention_pipeline(false)), each its own test.
 void test_attention(bool ldmatrix, bool pipeline) {
-  if (g_sm_major < 8) {
-    std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
-    return;
-  }
+  if (!attention_supported()) return;
   const bool before = cuda::attention_ldmatrix(), pipeline_before = cuda::attention_pipeline();
   cuda::set_attention_ldmatrix(ldmatrix);
   cuda::set_attention_pipeline(pipeline);
@@ -731,58 +735,80 @@ void test_attention_ldmatrix() { test_attention(true, true); }
 void test_attention_lds16() { test_attention(false, true); }
 void test_attention_unpipelined() { test_attention(true, false); }
 
+// One case of the attention agreement tests below: B = 2, NH = 2, bf16 gaussian q/k/v and dout on the device.
+struct AttnCase {
+  int B = 2, NH = 2, T, C;
+  bool causal;
+  size_t nqkv, nout, nlse;
+  Dev<uint16_t> qkv, dout;
+  AttnCase(int hs, int T_, bool causal_)
+      : T(T_), C(NH * hs), causal(causal_), nqkv(size_t(B) * T * 3 * C), nout(size_t(B) * T * C), nlse(size_t(B) * NH * T),
+        qkv(nqkv), dout(nout) {
+    std::vector<uint16_t> qkv_bits, dout_bits;
+    std::vector<float> qkv_vals, dout_vals;
+    bf16_gauss(qkv_bits, qkv_vals, nqkv, 1.5f);
+    bf16_gauss(dout_bits, dout_vals, nout, 1.0f);
+    qkv.upload(qkv_bits);
+    dout.upload(dout_bits);
+  }
+};
+
+struct AttnRun {
+  std::vector<uint16_t> out, dqkv;
+  std::vector<float> lse, delta;
+};
+
+// The forward into d_out and d_lse, then the backward (from bwd_out and bwd_lse when given, else from this
+// forward's), with every output poisoned first; under whatever switches are set.
+AttnRun run_attention(const AttnCase& a, Dev<uint16_t>& d_out, Dev<float>& d_lse, const Dev<uint16_t>* bwd_out = nullptr,
+                      const Dev<float>* bwd_lse = nullptr) {
+  Dev<uint16_t> d_dqkv(a.nqkv);
+  Dev<float> d_delta(a.nlse);
+  d_out.poison();
+  d_lse.poison();
+  d_dqkv.poison();
+  d_delta.poison();
+  cuda::attention_forward(d_out.p, d_lse.p, a.qkv.p, a.B, a.T, a.C, a.NH, a.causal, nullptr);
+  cuda::attention_backward(d_dqkv.p, d_delta.p, a.dout.p, a.qkv.p, (bwd_out ? bwd_out : &d_out)->p,
+                           (bwd_lse ? bwd_lse : &d_lse)->p, a.B, a.T, a.C, a.NH, a.causal, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return {d_out.download(), d_dqkv.download(), d_lse.download(), d_delta.download()};
+}
+
+// out, lse, dqkv and delta of two runs, bit for bit.
+void check_attention_agree(const std::string& tag, const AttnCase& a, const AttnRun& x, const AttnRun& y) {
+  const size_t C = size_t(a.C);
+  size_t at = first_diff(x.out, y.out);
+  CHECK(at == a.nout, "%s: out differs first at %zu (row %zu, column %zu; %04x vs %04x)", tag.c_str(), at, at / C, at % C,
+        at < a.nout ? x.out[at] : 0, at < a.nout ? y.out[at] : 0);
+  at = first_diff(x.lse, y.lse);
+  CHECK(at == a.nlse, "%s: lse differs first at %zu", tag.c_str(), at);
+  at = first_diff(x.dqkv, y.dqkv);
+  CHECK(at == a.nqkv, "%s: dqkv differs first at %zu (row %zu, column %zu of 3C; %04x vs %04x)", tag.c_str(), at,
+        at / (3 * C), at % (3 * C), at < a.nqkv ? x.dqkv[at] : 0, at < a.nqkv ? y.dqkv[at] : 0);
+  at = first_diff(x.delta, y.delta);
+  CHECK(at == a.nlse, "%s: delta differs first at %zu", tag.c_str(), at);
+}
+
 // The two B loaders hand the tensor cores the same fragments (what the CPU emulation of ldmatrix showed), so
 // out, lse, delta and dqkv must agree bit for bit between them: a direct check of the ldmatrix path on the
 // device, which the tolerances above cannot give.
 void test_attention_loaders_agree() {
-  if (g_sm_major < 8) {
-    std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
-    return;
-  }
+  if (!attention_supported()) return;
   const bool before = cuda::attention_ldmatrix();
   for (int hs : {64, 128})
     for (int T : {17, 100, 130})
       for (int causal = 1; causal >= 0; --causal) {
-        const int B = 2, NH = 2, C = NH * hs;
-        const size_t nqkv = size_t(B) * T * 3 * C, nout = size_t(B) * T * C, nlse = size_t(B) * NH * T;
-        std::vector<uint16_t> qkv_bits, dout_bits;
-        std::vector<float> qkv, dout;
-        bf16_gauss(qkv_bits, qkv, nqkv, 1.5f);
-        bf16_gauss(dout_bits, dout, nout, 1.0f);
-        Dev<uint16_t> d_qkv(nqkv), d_dout(nout);
-        d_qkv.upload(qkv_bits);
-        d_dout.upload(dout_bits);
-        std::vector<uint16_t> out[2], dqkv[2];
-        std::vector<float> lse[2], delta[2];
+        const AttnCase a(hs, T, causal != 0);
+        AttnRun run[2];
         for (int v = 0; v < 2; ++v) {
           cuda::set_attention_ldmatrix(v == 0);
-          Dev<uint16_t> d_out(nout), d_dqkv(nqkv);
-          Dev<float> d_lse(nlse), d_delta(nlse);
-          d_out.poison();
-          d_dqkv.poison();
-          d_lse.poison();
-          d_delta.poison();
-          cuda::attention_forward(d_out.p, d_lse.p, d_qkv.p, B, T, C, NH, causal != 0, nullptr);
-          cuda::attention_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, C, NH, causal != 0,
-                                   nullptr);
-          CUDA_CHECK(cudaDeviceSynchronize());
-          out[v] = d_out.download();
-          dqkv[v] = d_dqkv.download();
-          lse[v] = d_lse.download();
-          delta[v] = d_delta.download();
+          Dev<uint16_t> d_out(a.nout);
+          Dev<float> d_lse(a.nlse);
+          run[v] = run_attention(a, d_out, d_lse);
         }
-        const std::string tag =
-            fmt("attention ldmatrix vs lds16 hs=%d T=%d %s", hs, T, causal ? "causal" : "non-causal");
-        size_t at = first_diff(out[0], out[1]);
-        CHECK(at == nout, "%s: out differs first at %zu (%04x vs %04x)", tag.c_str(), at, at < nout ? out[0][at] : 0,
-              at < nout ? out[1][at] : 0);
-        at = first_diff(dqkv[0], dqkv[1]);
-        CHECK(at == nqkv, "%s: dqkv differs first at %zu (row %zu, column %zu of 3C)", tag.c_str(), at,
-              at / (3 * size_t(C)), at % (3 * size_t(C)));
-        at = first_diff(lse[0], lse[1]);
-        CHECK(at == nlse, "%s: lse differs first at %zu", tag.c_str(), at);
-        at = first_diff(delta[0], delta[1]);
-        CHECK(at == nlse, "%s: delta differs first at %zu", tag.c_str(), at);
+        check_attention_agree(fmt("attention ldmatrix vs lds16 hs=%d T=%d %s", hs, T, causal ? "causal" : "non-causal"), a,
+                              run[0], run[1]);
       }
   cuda::set_attention_ldmatrix(before);
 }
@@ -794,65 +820,29 @@ void test_attention_loaders_agree() {
 // backwards take the same out and lse (the pipelined forward's). T: one row, partial tiles, a tile multiple, one
 // past it, and up to 16 tiles (the double buffers cycled many times).
 void test_attention_pipeline_agree() {
-  if (g_sm_major < 8) {
-    std::printf("    (attention needs sm_80 or later; this device is sm_%d: skipped)\n", g_sm_major * 10);
-    return;
-  }
+  if (!attention_supported()) return;
   const bool before = cuda::attention_ldmatrix(), pipeline_before = cuda::attention_pipeline();
   for (int ldmatrix = 1; ldmatrix >= 0; --ldmatrix)
     for (int hs : {64, 128})
       for (int T : {1, 17, 64, 65, 100, 130, 257, 1000})
         for (int causal = 1; causal >= 0; --causal) {
-          const int B = 2, NH = 2, C = NH * hs;
-          const size_t nqkv = size_t(B) * T * 3 * C, nout = size_t(B) * T * C, nlse = size_t(B) * NH * T;
-          std::vector<uint16_t> qkv_bits, dout_bits;
-          std::vector<float> qkv, dout;
-          bf16_gauss(qkv_bits, qkv, nqkv, 1.5f);
-          bf16_gauss(dout_bits, dout, nout, 1.0f);
-          Dev<uint16_t> d_qkv(nqkv), d_dout(nout), d_out0(nout), d_out1(nout);
-          Dev<float> d_lse0(nlse), d_lse1(nlse);
-          d_qkv.upload(qkv_bits);
-          d_dout.upload(dout_bits);
+          const AttnCase a(hs, T, causal != 0);
           cuda::set_attention_ldmatrix(ldmatrix != 0);
-          Dev<uint16_t>* const d_out[2] = {&d_out0, &d_out1};
-          Dev<float>* const d_lse[2] = {&d_lse0, &d_lse1};
-          std::vector<uint16_t> out[2], dqkv[2];
-          std::vector<float> lse[2], delta[2];
-          for (int v = 0; v < 2; ++v) {
-            cuda::set_attention_pipeline(v == 0);
-            Dev<uint16_t> d_dqkv(nqkv);
-            Dev<float> d_delta(nlse);
-            d_out[v]->poison();
-            d_lse[v]->poison();
-            d_dqkv.poison();
-            d_delta.poison();
-            cuda::attention_forward(d_out[v]->p, d_lse[v]->p, d_qkv.p, B, T, C, NH, causal != 0, nullptr);
-            cuda::attention_backward(d_dqkv.p, d_delta.p, d_dout.p, d_qkv.p, d_out0.p, d_lse0.p, B, T, C, NH,
-                                     causal != 0, nullptr);
-            CUDA_CHECK(cudaDeviceSynchronize());
-            out[v] = d_out[v]->download();
-            lse[v] = d_lse[v]->download();
-            dqkv[v] = d_dqkv.download();
-            delta[v] = d_delta.download();
-          }
+          Dev<uint16_t> d_out0(a.nout), d_out1(a.nout);
+          Dev<float> d_lse0(a.nlse), d_lse1(a.nlse);
+          AttnRun run[2];
+          cuda::set_attention_pipeline(true);
+          run[0] = run_attention(a, d_out0, d_lse0);
+          cuda::set_attention_pipeline(false);
+          run[1] = run_attention(a, d_out1, d_lse1, &d_out0, &d_lse0);
           const std::string tag = fmt("attention (%s) pipelined vs plain staging hs=%d T=%d %s",
                                       ldmatrix ? "ldmatrix" : "lds16", hs, T, causal ? "causal" : "non-causal");
-          size_t at = first_diff(out[0], out[1]);
-          CHECK(at == nout, "%s: out differs first at %zu (row %zu, column %zu; %04x vs %04x)", tag.c_str(), at,
-                at / size_t(C), at % size_t(C), at < nout ? out[0][at] : 0, at < nout ? out[1][at] : 0);
-          at = first_diff(lse[0], lse[1]);
-          CHECK(at == nlse, "%s: lse differs first at %zu", tag.c_str(), at);
-          at = first_diff(dqkv[0], dqkv[1]);
-          CHECK(at == nqkv, "%s: dqkv differs first at %zu (row %zu, column %zu of 3C; %04x vs %04x)", tag.c_str(),
-                at, at / (3 * size_t(C)), at % (3 * size_t(C)), at < nqkv ? dqkv[0][at] : 0,
-                at < nqkv ? dqkv[1][at] : 0);
-          at = first_diff(delta[0], delta[1]);
-          CHECK(at == nlse, "%s: delta differs first at %zu", tag.c_str(), at);
+          check_attention_agree(tag, a, run[0], run[1]);
           size_t nan_out = 0, nan_lse = 0, nan_dqkv = 0, nan_delta = 0;
-          for (uint16_t x : out[0]) nan_out += (x & 0x7fffu) > 0x7f80u;
-          for (float x : lse[0]) nan_lse += std::isnan(x);
-          for (uint16_t x : dqkv[0]) nan_dqkv += (x & 0x7fffu) > 0x7f80u;
-          for (float x : delta[0]) nan_delta += std::isnan(x);
+          for (uint16_t x : run[0].out) nan_out += (x & 0x7fffu) > 0x7f80u;
+          for (float x : run[0].lse) nan_lse += std::isnan(x);
+          for (uint16_t x : run[0].dqkv) nan_dqkv += (x & 0x7fffu) > 0x7f80u;
+          for (float x : run[0].delta) nan_delta += std::isnan(x);
           CHECK(nan_out == 0 && nan_lse == 0 && nan_dqkv == 0 && nan_delta == 0,
                 "%s: NaN in out %zu, lse %zu, dqkv %zu, delta %zu (unwritten or poisoned reads)", tag.c_str(), nan_out,
                 nan_lse, nan_dqkv, nan_delta);
